@@ -1,0 +1,39 @@
+"""llmforge: carry a language model through its whole life.
+
+Public Python API (each a typed config in, a result with its run directory out):
+
+    from llmforge import PrepareConfig, TrainConfig, EvalConfig, PipelineConfig, load_config
+    from llmforge import prepare, train, evaluate, run, load
+
+Importing llmforge loads no model and imports no heavy library until one of these is called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "prepare": ("llmforge.data.prepare", "prepare"),
+    "train": ("llmforge.train.recipe", "train"),
+    "evaluate": ("llmforge.eval.runner", "evaluate"),
+    "run": ("llmforge.pipeline", "run"),
+    "load": ("llmforge.models.loader", "load_model"),
+    "load_config": ("llmforge.config", "load_config"),
+    "PipelineConfig": ("llmforge.config", "PipelineConfig"),
+    "PrepareConfig": ("llmforge.config", "PrepareConfig"),
+    "TrainConfig": ("llmforge.config", "TrainConfig"),
+    "EvalConfig": ("llmforge.config", "EvalConfig"),
+}
+
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'llmforge' has no attribute '{name}'")
+    import importlib
+
+    module, attr = _API[name]
+    return getattr(importlib.import_module(module), attr)

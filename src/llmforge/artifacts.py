@@ -1,0 +1,172 @@
+"""The one place that writes run directories.
+
+A run directory explains itself: `config.yaml` (resolved config), `manifest.json` (kind, command, parents,
+dataset fingerprint, package versions, git sha, sha256 of every file) and `metrics.json`.
+Everything is written into `<dir>.partial/` and renamed into place only when complete, so a crash never
+leaves a directory that looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from llmforge import __version__
+from llmforge.errors import LlmforgeError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+CONFIG = "config.yaml"
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temporary name in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"llmforge": __version__, "python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        partial = run_dir.with_name(run_dir.name + ".partial")
+        hint = f" ({partial} exists: that run did not finish)" if partial.exists() else ""
+        raise LlmforgeError(f"{run_dir} is not a finished llmforge run directory: no {MANIFEST}{hint}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def parent_ref(path: Path) -> dict[str, Any]:
+    manifest = read_manifest(path)
+    return {
+        "path": str(Path(path).resolve()),
+        "kind": manifest.get("kind"),
+        "manifest_sha256": sha256_file(Path(path) / MANIFEST),
+    }
+
+
+class RunDir:
+    """A run directory under construction. Use as a context manager; call `finish()` to publish it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        kind: str,
+        command: str,
+        config: BaseModel | dict[str, Any],
+        parents: list[Path] | None = None,
+        dataset_fingerprint: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.staging = self.path.with_name(self.path.name + ".partial")
+        self.kind = kind
+        self.command = command
+        self.config = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+        self.parents = [parent_ref(p) for p in parents or []]
+        self.dataset_fingerprint = dataset_fingerprint
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self.extra: dict[str, Any] = {}
+
+    def __enter__(self) -> RunDir:
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        # On failure the staging dir stays as `<name>.partial` for inspection; it never looks complete.
+        return None
+
+    def file(self, relative: str) -> Path:
+        path = self.staging / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def finish(self, metrics: dict[str, Any]) -> Path:
+        write_atomic(self.staging / CONFIG, yaml.safe_dump(self.config, sort_keys=False))
+        write_json(self.staging / METRICS, metrics)
+        files = {
+            str(p.relative_to(self.staging)): sha256_file(p)
+            for p in sorted(self.staging.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
+        manifest = {
+            "kind": self.kind,
+            "command": self.command,
+            "created_at": self.started.isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "parents": self.parents,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "versions": package_versions(),
+            "git_sha": git_sha(),
+            **self.extra,
+            "files": files,
+        }
+        write_json(self.staging / MANIFEST, manifest)
+        self._publish()
+        return self.path
+
+    def _publish(self) -> None:
+        if self.path.exists():
+            old = self.path.with_name(self.path.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.path, old)
+            os.replace(self.staging, self.path)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.staging, self.path)

@@ -1,0 +1,178 @@
+"""The `llmforge` command: a table of commands -> library calls. Logic lives in the library."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from llmforge.config import PipelineConfig, load_config, stage_dirs
+from llmforge.errors import LlmforgeError
+
+app = typer.Typer(
+    help="llmforge: prepare, fine-tune, evaluate (and soon compress, export, serve) language models.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="Pipeline YAML (see configs/). Flags override it.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: key.path=value (repeatable).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Hub id, model dir, run dir, or 'demo'.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory to write.")]
+
+
+def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> PipelineConfig:
+    return load_config(config, overrides, {k.replace("__", "."): v for k, v in flags.items()})
+
+
+@app.command()
+def prepare(
+    config: ConfigArg = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Input file, glob or datasets dir.")] = None,
+    model: ModelOpt = None,
+    output: OutputOpt = None,
+    format: Annotated[Optional[str], typer.Option(help="Record format (default: auto-detect).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Maximum tokens per sample.")] = None,
+    preview: Annotated[int, typer.Option(help="Show N prepared samples, trained tokens highlighted.")] = 0,
+    set_: SetOpt = None,
+) -> None:
+    """Validate, split, render and tokenize data; print the lint report."""
+    from llmforge.config import PrepareConfig
+    from llmforge.data.prepare import prepare as run_prepare
+    from llmforge.ui import progress_bar, show_lint, show_preview
+
+    cfg = _config(config, set_, data__path=data, model__name_or_path=model, data__format=format,
+                  data__max_length=max_length)
+    out = output or stage_dirs(cfg)["prepare"]
+    with progress_bar("preparing") as advance:
+        result = run_prepare(PrepareConfig(model=cfg.model, data=cfg.data, output_dir=out), progress=advance)
+    show_lint(result.report, result.output_dir, result.cached)
+    if preview:
+        show_preview(result.output_dir, cfg.model, preview)
+
+
+@app.command()
+def train(
+    config: ConfigArg = None,
+    model: ModelOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset run dir.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="full | lora")] = None,
+    output: OutputOpt = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimizer steps.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune a model on a prepared dataset (LoRA by default)."""
+    from llmforge.config import TrainConfig
+    from llmforge.train.recipe import train as run_train
+    from llmforge.ui import show_metrics, train_progress
+
+    cfg = _config(config, set_, model__name_or_path=model, train__method=method, train__epochs=epochs,
+                  train__max_steps=max_steps, train__learning_rate=learning_rate)
+    dirs = stage_dirs(cfg)
+    tcfg = TrainConfig(model=cfg.model, data=data or dirs["prepare"], train=cfg.train,
+                       output_dir=output or dirs["train"])
+    result = run_train(tcfg, callbacks=[train_progress()])
+    show_metrics("training", result.metrics, result.output_dir)
+
+
+@app.command("eval")
+def evaluate(
+    config: ConfigArg = None,
+    model: ModelOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset run dir.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="train | validation | test")] = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score a model: token-weighted perplexity over the responses of a prepared split."""
+    from llmforge.config import EvalConfig
+    from llmforge.eval.runner import evaluate as run_eval
+    from llmforge.ui import show_metrics
+
+    cfg = _config(config, set_, model__name_or_path=model, eval__split=split)
+    dirs = stage_dirs(cfg)
+    ecfg = EvalConfig(model=cfg.model, data=data or dirs["prepare"], eval=cfg.eval,
+                      output_dir=output or cfg.output_dir / "eval")
+    result = run_eval(ecfg)
+    show_metrics("evaluation", result.metrics, result.output_dir)
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: SetOpt = None) -> None:
+    """The whole pipeline from one YAML: prepare -> eval base -> train -> eval fine-tuned."""
+    from llmforge.pipeline import Hooks
+    from llmforge.pipeline import run as run_pipeline
+    from llmforge.ui import console, show_summary, train_progress
+
+    cfg = _config(config, set_)
+    hooks = Hooks(stage=lambda name: console.rule(f"[bold]{name}"), train_callbacks=lambda: [train_progress()])
+    show_summary(run_pipeline(cfg, hooks))
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the demo writes its runs.")] = Path("runs/demo"),
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole lifecycle offline on the embedded demo model and stdlib-derived data."""
+    from llmforge.config import apply_overrides, validate
+    from llmforge.demo import demo_config, write_demo_dataset
+    from llmforge.pipeline import Hooks
+    from llmforge.pipeline import run as run_pipeline
+    from llmforge.ui import console, show_summary, train_progress
+
+    started = time.perf_counter()
+    base = demo_config(output)
+    cfg = validate(PipelineConfig, apply_overrides(base.model_dump(mode="json"), set_ or []), "demo --set")
+    console.rule("[bold]demo data")
+    count = write_demo_dataset(Path(cfg.data.path[0]))
+    console.print(f"{count:,} docstring -> function pairs from the Python standard library")
+    hooks = Hooks(stage=lambda name: console.rule(f"[bold]{name}"), train_callbacks=lambda: [train_progress()])
+    summary = run_pipeline(cfg, hooks)
+    show_summary(summary, total_seconds=time.perf_counter() - started)
+
+
+@app.command("build-demo-base")
+def build_demo_base(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model dir to write.")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Scratch dir for corpus, tokenizer, runs.")] = Path("build/demo-base"),
+    max_steps: Annotated[int, typer.Option(help="Pretraining steps (8 x 512 tokens each).")] = 700,
+) -> None:
+    """Rebuild the embedded demo model: tokenizer + pretraining on the stdlib, all with llmforge."""
+    from llmforge.demo import build_base
+    from llmforge.models.loader import DEMO_DIR
+    from llmforge.ui import console, show_metrics, train_progress
+
+    provenance = build_base(output or DEMO_DIR, work_dir, max_steps=max_steps, callbacks=[train_progress()],
+                            stage=lambda name: console.rule(f"[bold]{name}"))
+    show_metrics("demo base model", provenance, output or DEMO_DIR)
+
+
+@app.command()
+def doctor() -> None:
+    """Show versions, devices and which optional extras are installed."""
+    from llmforge.doctor import report
+    from llmforge.ui import show_doctor
+
+    show_doctor(report())
+
+
+def main() -> None:
+    try:
+        app()
+    except LlmforgeError as exc:
+        from llmforge.ui import console
+
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(str(exc), highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

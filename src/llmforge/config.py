@@ -1,0 +1,269 @@
+"""Typed configuration: one YAML schema for the whole pipeline, stage configs derived from it.
+
+Precedence: defaults < YAML < command-line flags < `--set key.path=value` overrides.
+Every field's description is its documentation; unknown keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmforge.errors import ConfigError
+
+DataFormat = Literal[
+    "auto", "input_output", "alpaca", "dolly", "sharegpt", "messages", "text", "preference"
+]
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "demo",
+        description="Hub id, local model directory, llmforge run directory, or 'demo' (the embedded model).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Off by default: it executes remote code."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' is float32 on CPU and bfloat16 on a GPU that supports it."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel."
+    )
+
+
+class SplitConfig(Section):
+    validation: float = Field(0.05, ge=0, lt=1, description="Fraction of records for validation.")
+    test: float = Field(0.05, ge=0, lt=1, description="Fraction of records held out for testing.")
+    seed: int = Field(0, description="Seed of the deterministic split.")
+    group_by: str | None = Field(
+        None, description="Column whose equal values always land in the same split (e.g. a source id)."
+    )
+
+    column: str | None = Field(
+        None, description="Column that names each record's split (train, validation or test); overrides the fractions."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitConfig:
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must be below 1 so that training data remains")
+        if self.group_by and self.column:
+            raise ValueError("set either group_by or column, not both")
+        return self
+
+
+class DataConfig(Section):
+    path: list[str] = Field(
+        default_factory=list,
+        description="Input files, globs or saved `datasets` directories (.jsonl, .json, .csv, .parquet).",
+    )
+    format: DataFormat = Field("auto", description="Record format; 'auto' detects it from the keys.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map llmforge field -> your column, e.g. {input: question}."
+    )
+    max_length: int = Field(1024, ge=8, description="Maximum tokens per sample.")
+    overlong: Literal["drop", "truncate", "error", "chunk"] = Field(
+        "drop",
+        description="What to do with samples over max_length; 'chunk' splits plain text into windows.",
+    )
+    train_on_inputs: bool = Field(False, description="Also train on prompt tokens, not only the assistant's.")
+    chat_template: str | None = Field(
+        None, description="Named template ('chatml') to use when the tokenizer has none."
+    )
+    strict: bool = Field(True, description="Stop on bad records (listing them); else skip them to a rejects file.")
+    dedupe: bool = Field(True, description="Drop exact duplicate records.")
+    max_records: int | None = Field(None, ge=1, description="Read at most this many records per split.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_as_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("path"), str):
+            data = {**data, "path": [data["path"]]}
+        return data
+
+
+class LoraOptions(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules to adapt: 'all-linear' or a list of module names."
+    )
+
+
+class TrainOptions(Section):
+    method: Literal["full", "lora"] = Field("lora", description="Fine-tuning method.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1, description="Samples per device per step.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_grad_norm: float = Field(1.0, gt=0)
+    packing: bool = Field(
+        True,
+        description="Padding-free batches (samples concatenated, attention kept within each sample).",
+    )
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: each epoch).")
+    logging_steps: int = Field(10, ge=1)
+    seed: int = Field(0)
+    merge: bool = Field(False, description="Also save the LoRA adapter merged into the base model.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+
+
+class EvalOptions(Section):
+    split: Literal["train", "validation", "test"] = Field("test", description="Prepared split to score.")
+    batch_size: int = Field(8, ge=1)
+    max_samples: int | None = Field(None, ge=1, description="Score at most this many samples.")
+
+
+class PipelineConfig(Section):
+    """The full form: `llmforge run config.yaml`. Stage commands read the sections they need."""
+
+    name: str = Field("run", description="Run name, used in summaries.")
+    output_dir: Path = Field(Path("runs/run"), description="Where every stage writes its run directory.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainOptions = Field(default_factory=TrainOptions)
+    eval: EvalOptions = Field(default_factory=EvalOptions)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.learning_rate=1e-4' -> (['train', 'learning_rate'], 1e-4); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like key.path=value, e.g. train.learning_rate=1e-4")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{'.'.join(keys)}': '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        set_path(data, *parse_override(text))
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def explain(error: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    """Turn pydantic's report into one short paragraph naming key, value and what is allowed."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(model, item["loc"]))
+            lines.append(f"unknown key '{key}'; allowed here: {allowed}")
+        else:
+            value = item.get("input")
+            lines.append(f"'{key}' = {value!r}: {item['msg']}")
+    return ConfigError(f"invalid config ({source}): " + "; ".join(lines))
+
+
+def validate(model: type[Section], data: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise explain(exc, model, source) from None
+
+
+def load_config(
+    path: Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Load a pipeline config: defaults < YAML < flags (dotted keys) < --set overrides."""
+    data = read_yaml(path) if path else {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_path(data, key.split("."), value)
+    apply_overrides(data, overrides or [])
+    return validate(PipelineConfig, data, str(path) if path else "command line")
+
+
+def dump(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+class PrepareConfig(Section):
+    """`llmforge prepare`: raw records -> tokenized, labelled, split `datasets` directories."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model whose tokenizer is used.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    output_dir: Path = Field(Path("runs/prepare"))
+
+
+class TrainConfig(Section):
+    """`llmforge train`: fine-tune (or pretrain) a model on a prepared dataset."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: Path = Field(..., description="A prepared dataset run directory (output of `llmforge prepare`).")
+    train: TrainOptions = Field(default_factory=TrainOptions)
+    output_dir: Path = Field(Path("runs/train"))
+
+
+class EvalConfig(Section):
+    """`llmforge eval`: score a model on a prepared split (token-weighted perplexity over trainable tokens)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: Path = Field(..., description="A prepared dataset run directory.")
+    eval: EvalOptions = Field(default_factory=EvalOptions)
+    output_dir: Path = Field(Path("runs/eval"))
+
+
+def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
+    """Where `llmforge run` puts each stage; stage commands given a pipeline YAML use the same places."""
+    out = cfg.output_dir
+    return {
+        "prepare": out / "prepare",
+        "train": out / "train",
+        "eval_base": out / "eval-base",
+        "eval_finetuned": out / "eval-finetuned",
+    }

@@ -1,0 +1,1 @@
+"""Data: readers (files), formats (records -> examples), tokenize (labels), prepare (the workflow)."""

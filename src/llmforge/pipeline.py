@@ -1,0 +1,71 @@
+"""`llmforge run`: the whole pipeline from one config: prepare -> eval base -> train -> eval fine-tuned."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmforge.artifacts import write_json
+from llmforge.config import EvalConfig, ModelConfig, PipelineConfig, PrepareConfig, TrainConfig, stage_dirs
+from llmforge.data.prepare import PrepareResult, prepare
+from llmforge.eval.runner import EvalResult, evaluate
+from llmforge.train.recipe import TrainResult, train
+
+
+@dataclass
+class Hooks:
+    """Presentation hooks the CLI passes in; the library itself never prints."""
+
+    stage: Callable[[str], None] = lambda name: None
+    train_callbacks: Callable[[], list[Any]] = list
+
+
+def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
+    hooks = hooks or Hooks()
+    dirs = stage_dirs(cfg)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        hooks.stage(name)
+        t = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - t
+        return result
+
+    prepared: PrepareResult = timed("prepare", lambda: prepare(
+        PrepareConfig(model=cfg.model, data=cfg.data, output_dir=dirs["prepare"])))
+    base: EvalResult = timed("eval base", lambda: evaluate(
+        EvalConfig(model=cfg.model, data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_base"])))
+    trained: TrainResult = timed("train", lambda: train(
+        TrainConfig(model=cfg.model, data=dirs["prepare"], train=cfg.train, output_dir=dirs["train"]),
+        callbacks=hooks.train_callbacks()))
+    tuned: EvalResult = timed("eval fine-tuned", lambda: evaluate(
+        EvalConfig(model=ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])}),
+                   data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_finetuned"])))
+    base_ppl, tuned_ppl = base.metrics["perplexity"], tuned.metrics["perplexity"]
+    summary = {
+        "name": cfg.name,
+        "eval_split": cfg.eval.split,
+        "base_perplexity": base_ppl,
+        "finetuned_perplexity": tuned_ppl,
+        "perplexity_reduction": 1 - tuned_ppl / base_ppl,
+        "scored_tokens": tuned.metrics["tokens"],
+        "train_tokens_per_second": trained.metrics["train_tokens_per_second"],
+        "train_runtime_seconds": trained.metrics["train_runtime_seconds"],
+        "prepare_cached": prepared.cached,
+        "samples": prepared.report["samples"],
+        "stage_seconds": timings,
+        "wall_seconds": time.perf_counter() - started,
+        "artifacts": {name: str(path) for name, path in dirs.items()},
+    }
+    write_json(cfg.output_dir / "summary.json", summary)
+    return summary
+
+
+def read_summary(output_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(output_dir) / "summary.json").read_text())

@@ -1,0 +1,1 @@
+"""Training: one recipe (`recipe.train`) for every method."""

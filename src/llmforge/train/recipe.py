@@ -1,0 +1,171 @@
+"""`llmforge train`: one recipe on transformers' Trainer; the method (full, LoRA) is an option of it.
+
+setup (model, data, collator) -> fit (Trainer) -> save (adapter and/or model, tokenizer, metrics, loss curve).
+Padding-free packing (`DataCollatorWithFlattening`) is the default: samples are concatenated without padding
+and position ids restart per sample, so attention never crosses a sample boundary (it needs `use_cache=False`,
+which the recipe sets).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmforge.artifacts import RunDir, read_manifest
+from llmforge.config import TrainConfig, TrainOptions
+from llmforge.eval.runner import load_split, score
+from llmforge.models.loader import default_device, load_model, resolve_model
+from llmforge.train.curves import save_loss_curve
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def make_collator(tokenizer: Any, packing: bool) -> Any:
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing:
+        return DataCollatorWithFlattening()
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+
+def apply_method(model: Any, opts: TrainOptions) -> Any:
+    if opts.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
+        target_modules=opts.lora.target_modules, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    device = default_device()
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    fp16 = device.type == "cuda" and not bf16
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum,
+        learning_rate=opts.learning_rate,
+        lr_scheduler_type=opts.lr_scheduler,
+        warmup_steps=opts.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=opts.weight_decay,
+        max_grad_norm=opts.max_grad_norm,
+        logging_steps=opts.logging_steps,
+        eval_strategy=("steps" if opts.eval_steps else "epoch") if has_eval else "no",
+        eval_steps=opts.eval_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=opts.seed,
+        data_seed=opts.seed,
+        bf16=bf16,
+        fp16=fp16,
+        use_cpu=device.type == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+
+
+def peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+
+
+def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str, Any]:
+    """Write the adapter and/or the full model with its tokenizer; say in the manifest which is where."""
+    info: dict[str, Any] = {"method": cfg.train.method, "adapter_dir": None, "model_dir": None}
+    base = resolve_model(cfg.model.name_or_path).path
+    info["base_model"] = str(Path(base).resolve()) if Path(base).exists() else base
+    if cfg.train.method == "lora":
+        model.peft_config["default"].base_model_name_or_path = info["base_model"]
+        model.save_pretrained(str(run.file("adapter")))
+        tokenizer.save_pretrained(str(run.file("adapter")))
+        info["adapter_dir"] = "adapter"
+        if cfg.train.merge:
+            model = model.merge_and_unload()
+    if cfg.train.method == "full" or cfg.train.merge:
+        model.config.use_cache = True
+        model.save_pretrained(str(run.file("model")))
+        tokenizer.save_pretrained(str(run.file("model")))
+        info["model_dir"] = "model"
+    return info
+
+
+def train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
+    from transformers import Trainer, set_seed
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    set_seed(cfg.train.seed)
+    train_set = load_split(cfg.data, "train").remove_columns(["attention_mask"])
+    val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
+    model, tokenizer = load_model(cfg.model)
+    model.config.use_cache = False  # required for packed samples to stay separate
+    model = apply_method(model, cfg.train)
+    fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
+    with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, parents=[cfg.data],
+                dataset_fingerprint=fingerprint) as run:
+        trainer = Trainer(
+            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0),
+            train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
+            data_collator=make_collator(tokenizer, cfg.train.packing), processing_class=tokenizer,
+            callbacks=callbacks or [],
+        )
+        if callbacks:  # the caller shows progress; drop the Trainer's own printing of log dicts
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        output = trainer.train()
+        runtime = time.perf_counter() - started
+        model.eval()
+        metrics: dict[str, Any] = {
+            "train_loss": output.training_loss,
+            "train_runtime_seconds": runtime,
+            "train_tokens": trainer.state.num_input_tokens_seen,
+            "train_tokens_per_second": trainer.state.num_input_tokens_seen / runtime,
+            "train_steps": trainer.state.global_step,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if len(val_set):
+            val = score(model, load_split(cfg.data, "validation"), cfg.train.batch_size)
+            metrics.update(eval_loss=val["loss"], eval_perplexity=val["perplexity"], eval_tokens=val["tokens"])
+        metrics["peak_memory_bytes"] = peak_memory_bytes()
+        history = trainer.state.log_history
+        run.file("loss_curve.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+        save_loss_curve(history, run.file("loss_curve.png"))
+        run.extra = _save(model, tokenizer, cfg, run)
+        _remove_checkpoints(run)
+        if not math.isfinite(metrics["train_loss"]):
+            raise FloatingPointError(f"training loss is {metrics['train_loss']}; nothing was published")
+        run.finish(metrics)
+    return TrainResult(cfg.output_dir, metrics)
+
+
+def _remove_checkpoints(run: RunDir) -> None:
+    import shutil
+
+    shutil.rmtree(run.staging / "checkpoints", ignore_errors=True)

@@ -1,0 +1,144 @@
+"""Terminal presentation for the CLI: progress bars and tables (rich). Library code never prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """Yield an `advance(n)` callback drawing a bar on stderr."""
+    with _progress() as bar:
+        task = bar.add_task(description, total=total, info="")
+        yield lambda n: bar.advance(task, n)
+
+
+def train_progress() -> Any:
+    """A TrainerCallback that shows steps, loss and learning rate as a rich progress bar."""
+    from transformers import TrainerCallback
+
+    class RichTrainProgress(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.bar: Progress | None = None
+            self.task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.bar = _progress()
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=state.max_steps, info="")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+            if self.bar and logs and "loss" in logs:
+                self.bar.update(self.task, info=f"loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar:
+                self.bar.stop()
+
+    return RichTrainProgress()
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    for key in rows[0] if rows else []:
+        t.add_column(str(key))
+    for row in rows:
+        t.add_row(*(Text(_fmt(v)) for v in row.values()))  # Text: values are data, never rich markup
+    return t
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def show(renderable: Any) -> None:
+    Console().print(renderable)
+
+
+def show_lint(report: dict[str, Any], output_dir: Any, cached: bool) -> None:
+    tokens = report["tokens"]
+    rows = [
+        {"": "records read", "value": report["records_read"]},
+        {"": "records kept", "value": report["records_kept"]},
+        *({"": f"dropped: {reason}", "value": n} for reason, n in report["dropped"].items()),
+        *({"": f"samples: {split}", "value": n} for split, n in report["samples"].items()),
+        {"": "tokens (total)", "value": tokens["total"]},
+        {"": "tokens p50 / p90 / max", "value": f"{tokens.get('p50', 0):.0f} / {tokens.get('p90', 0):.0f} / "
+                                                 f"{tokens.get('max', 0)}"},
+        {"": "trainable-token fraction", "value": report["trainable_token_fraction"]},
+        {"": f"over {report['max_length']} tokens", "value": f"policy {report['overlong_policy']}: "
+                                                              f"{report['truncated']} truncated, "
+                                                              f"{report['chunked']} chunked"},
+    ]
+    show(table(f"prepared dataset{' (cached)' if cached else ''}: {output_dir}", rows))
+
+
+def show_preview(prepared: Any, model_cfg: Any, n: int) -> None:
+    from rich.text import Text
+
+    from llmforge.data.preview import preview
+    from llmforge.models.loader import load_tokenizer
+
+    out = Console()
+    for i, runs in enumerate(preview(prepared, load_tokenizer(model_cfg), n)):
+        out.rule(f"sample {i}  ([green]trained[/] / [dim]context[/])")
+        text = Text()
+        for piece, trainable in runs:
+            text.append(piece, style="bold green" if trainable else "dim")
+        out.print(text)
+
+
+def show_metrics(title: str, metrics: dict[str, Any], output_dir: Any) -> None:
+    rows = [{"metric": k, "value": v} for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    show(table(f"{title}: {output_dir}", rows))
+
+
+def show_summary(summary: dict[str, Any], total_seconds: float | None = None) -> None:
+    rows = [
+        {"model": "base", "perplexity": summary["base_perplexity"]},
+        {"model": "fine-tuned", "perplexity": summary["finetuned_perplexity"]},
+    ]
+    show(table(f"{summary['name']}: held-out '{summary['eval_split']}' perplexity "
+               f"({summary['scored_tokens']:,} response tokens)", rows))
+    Console().print(
+        f"perplexity reduction: [bold]{summary['perplexity_reduction']:.1%}[/]   "
+        f"train: {summary['train_tokens_per_second']:,.0f} tok/s   "
+        f"pipeline: {summary['wall_seconds']:.0f} s"
+        + (f"   total: {total_seconds:.0f} s" if total_seconds is not None else "")
+    )
+    for name, path in summary["artifacts"].items():
+        Console().print(f"  {name:>15}: {path}")
+
+
+def show_doctor(report: dict[str, Any]) -> None:
+    show(table("versions", [{"package": k, "version": v or "not installed"} for k, v in report["versions"].items()]))
+    show(table("devices", [{"": k, "value": v} for k, v in report["devices"].items()]))
+    show(table("extras", [{"extra": k, "installed": "yes" if v else f"no: pip install 'llmforge[{k}]'"}
+                          for k, v in report["extras"].items()]))

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from llmforge.artifacts import read_manifest
+from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig
+from llmforge.data.prepare import prepare
+from llmforge.errors import DataError, LlmforgeError
+from tests.helpers import qa_records, write_jsonl
+
+
+def cfg(model: Path, data: list[Path], out: Path, **data_opts) -> PrepareConfig:
+    return PrepareConfig(model=ModelConfig(name_or_path=str(model)),
+                         data=DataConfig(path=[str(p) for p in data], **data_opts), output_dir=out)
+
+
+def load(out: Path, split: str):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(out / split))
+
+
+def test_prepare_writes_splits_report_and_manifest(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prep"
+    result = prepare(cfg(tiny_model_dir, [qa_file], out, split=SplitConfig(validation=0.1, test=0.1)))
+    report = result.report
+    assert report["records_read"] == 120 and report["records_kept"] == 120
+    assert sum(report["samples"].values()) == 120
+    assert all(report["samples"][s] > 0 for s in ("train", "validation", "test"))
+    assert 0 < report["trainable_token_fraction"] < 1
+    train = load(out, "train")
+    assert set(train.column_names) == {"input_ids", "labels", "attention_mask"}
+    assert all(len(a) == len(b) for a, b in zip(train["input_ids"], train["labels"]))
+    manifest = read_manifest(out)
+    assert manifest["kind"] == "prepared-dataset" and len(manifest["dataset_fingerprint"]) == 64
+    assert (out / "lint.json").exists() and (out / "lengths.png").stat().st_size > 1000
+
+
+def test_split_is_deterministic_and_grouped(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = [{**r, "group": f"g{r['id'] % 10}"} for r in qa_records()]
+    data = write_jsonl(tmp_path / "g.jsonl", records)
+    split = SplitConfig(validation=0.2, test=0.2, group_by="group")
+    a = prepare(cfg(tiny_model_dir, [data], tmp_path / "a", split=split)).report["samples"]
+    b = prepare(cfg(tiny_model_dir, [data], tmp_path / "b", split=split)).report["samples"]
+    assert a == b
+    assert all(n % 12 == 0 for n in a.values())  # each of the 10 groups holds 12 records, never split
+
+
+def test_split_column_names_the_split(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = [{**r, "split": "test" if r["id"] < 30 else "train"} for r in qa_records()]
+    data = write_jsonl(tmp_path / "s.jsonl", records)
+    report = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", split=SplitConfig(column="split"))).report
+    assert report["samples"] == {"train": 90, "validation": 0, "test": 30}
+
+
+def test_second_prepare_is_cached_and_changes_invalidate(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prep"
+    first = prepare(cfg(tiny_model_dir, [qa_file], out))
+    start = time.perf_counter()
+    second = prepare(cfg(tiny_model_dir, [qa_file], out))
+    assert second.cached and second.report == first.report
+    assert time.perf_counter() - start < 30  # sanity only; speed is measured in bench/
+    assert not prepare(cfg(tiny_model_dir, [qa_file], out, max_length=64)).cached
+    qa_file.write_text(qa_file.read_text() + json.dumps({"input": "new", "output": "record"}) + "\n")
+    assert not prepare(cfg(tiny_model_dir, [qa_file], out, max_length=64)).cached
+
+
+def test_duplicates_removed_and_counted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = qa_records(20)
+    data = write_jsonl(tmp_path / "d.jsonl", [{k: v for k, v in r.items() if k != "id"} for r in records * 2])
+    report = prepare(cfg(tiny_model_dir, [data], tmp_path / "o")).report
+    assert report["dropped"]["duplicate"] == 20 and report["records_kept"] == 20
+
+
+def test_strict_mode_lists_every_bad_record_with_file_line_field(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"input": "a", "output": "b"}\n{"input": "a"\n{"input": "c", "output": 3}\n'
+                    '{"input": "d", "output": "  "}\n', encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        prepare(cfg(tiny_model_dir, [data], tmp_path / "o"))
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    assert f"{data}:2" in message and f"{data}:3: field 'output'" in message and f"{data}:4: field 'output'" in message
+    assert not (tmp_path / "o").exists()  # nothing that looks complete
+
+
+def test_lenient_mode_skips_to_rejects_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    lines = [json.dumps(r) for r in qa_records(30)] + ['{"input": "x", "output": 5}', "not json"]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", strict=False))
+    assert result.report["dropped"]["invalid_record"] == 2 and result.report["records_kept"] == 30
+    rejects = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in rejects) == [31, 32]
+
+
+def test_overlong_policies_are_counted_never_silent(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    full = prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "f")).report
+    limit = int(full["tokens"]["p50"])
+    dropped = prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "d", max_length=limit)).report
+    assert 0 < dropped["dropped"]["too_long"] < 120
+    assert dropped["records_kept"] + dropped["dropped"]["too_long"] == 120
+    truncated = prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "t", max_length=limit, overlong="truncate")).report
+    assert truncated["truncated"] == dropped["dropped"]["too_long"]
+    assert truncated["tokens"]["max"] <= limit
+    with pytest.raises(DataError, match=f"tokens > data.max_length={limit}"):
+        prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "e", max_length=limit, overlong="error"))
+
+
+def test_text_chunking_keeps_every_token(tiny_model_dir: Path, tmp_path: Path) -> None:
+    text = " ".join(["alpha beta gamma"] * 60)
+    data = write_jsonl(tmp_path / "t.jsonl", [{"text": text}])
+    report = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", format="text", max_length=32, overlong="chunk",
+                         split=SplitConfig(validation=0, test=0))).report
+    assert report["chunked"] == 1 and report["samples"]["train"] > 1
+    train = load(tmp_path / "o", "train")
+    assert sum(len(x) for x in train["input_ids"]) == report["tokens"]["total"]
+
+
+def test_no_data_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LlmforgeError, match="no input data"):
+        prepare(cfg(tiny_model_dir, [], tmp_path / "o"))
+    with pytest.raises(LlmforgeError, match="missing.jsonl"):
+        prepare(cfg(tiny_model_dir, [tmp_path / "missing.jsonl"], tmp_path / "o"))
