@@ -53,7 +53,7 @@ def test_method_lowers_held_out_loss(method: str, tiny_model_dir: Path, prepared
     history = json.loads((tmp_path / "run" / "loss_curve.json").read_text())
     assert any("loss" in h for h in history)
     if method == "lora":
-        assert metrics["trainable_parameters"] < metrics["total_parameters"] / 5
+        assert metrics["trainable_parameters"] < metrics["total_parameters"] / 3
         assert manifest["adapter_dir"] == "adapter" and manifest["model_dir"] is None
 
 
