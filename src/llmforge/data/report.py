@@ -26,6 +26,7 @@ def lint_report(
     read: int,
     dropped: Counter[str],
     kinds: Counter[str],
+    preference: dict[str, dict[str, list[str]]],
     *,
     truncated: int,
     chunked: int,
@@ -34,11 +35,12 @@ def lint_report(
 ) -> dict[str, Any]:
     lengths = [len(ids) for cols in columns.values() for ids in cols["input_ids"]]
     total = sum(lengths)
-    trainable = sum(sum(1 for x in labels if x != IGNORE) for cols in columns.values() for labels in cols["labels"])
+    trainable = int(sum((np.asarray(labels) != IGNORE).sum() for cols in columns.values() for labels in cols["labels"]))
     return {
         "records_read": read,
         "records_kept": sum(kinds.values()) - sum(v for k, v in dropped.items() if k in _POST_SPLIT),
-        "samples": {split: len(cols["input_ids"]) for split, cols in columns.items()},
+        "samples": {split: len(cols["input_ids"]) + len(preference[split]["prompt"])
+                    for split, cols in columns.items()},
         "dropped": dict(sorted(dropped.items())),
         "kinds": dict(kinds),
         "overlong_policy": overlong,

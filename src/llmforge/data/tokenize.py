@@ -62,7 +62,7 @@ def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], train_on_inp
         if message["role"] != "assistant":
             continue
         prefix = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1])
+        through = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1])
         if not (full.startswith(prefix) and full.startswith(through)):
             raise LlmforgeError(
                 "the chat template renders a conversation differently from its prefixes, so assistant turns "
@@ -89,6 +89,15 @@ def _segments(r: Rendered) -> list[tuple[str, bool]]:
     return [(text, trained) for text, trained in pieces if text]
 
 
+def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer directly: same ids, less per-call overhead
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
+    return tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)["input_ids"]
+
+
 def tokenize_batch(tokenizer: Any, batch: Sequence[Rendered]) -> list[Tokenized]:
     """Tokenize rendered samples in one fast-tokenizer call.
 
@@ -97,9 +106,8 @@ def tokenize_batch(tokenizer: Any, batch: Sequence[Rendered]) -> list[Tokenized]
     """
     pieces = [[] if r.add_special_tokens else _segments(r) for r in batch]
     flat = [text for sample in pieces for text, _ in sample]
-    plain = tokenizer(flat, add_special_tokens=False, return_attention_mask=False)["input_ids"] if flat else []
-    texts = [r.text for r in batch if r.add_special_tokens]
-    special = iter(tokenizer(texts, return_attention_mask=False)["input_ids"] if texts else [])
+    plain = _encode(tokenizer, flat, add_special_tokens=False)
+    special = iter(_encode(tokenizer, [r.text for r in batch if r.add_special_tokens], add_special_tokens=True))
     out, k = [], 0
     for r, sample in zip(batch, pieces):
         if r.add_special_tokens:

@@ -126,3 +126,15 @@ def test_no_data_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> None:
         prepare(cfg(tiny_model_dir, [], tmp_path / "o"))
     with pytest.raises(LlmforgeError, match="missing.jsonl"):
         prepare(cfg(tiny_model_dir, [tmp_path / "missing.jsonl"], tmp_path / "o"))
+
+
+def test_preference_pairs_are_kept_for_preference_training(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = [{"prompt": f"pick {i}", "chosen": "good answer", "rejected": f"bad answer {i}"} for i in range(20)]
+    data = write_jsonl(tmp_path / "p.jsonl", records)
+    report = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", split=SplitConfig(validation=0, test=0))).report
+    assert report["kinds"] == {"preference": 20} and report["samples"]["train"] == 20
+    train = load(tmp_path / "o", "train")
+    assert set(train.column_names) == {"prompt", "chosen", "rejected"}
+    row = train[0]
+    assert row["prompt"].endswith("<|im_start|>assistant\n") and "pick" in row["prompt"]
+    assert row["chosen"] == "good answer<|im_end|>"
