@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -120,20 +119,15 @@ def demo(
 ) -> None:
     """Run the whole lifecycle offline on the embedded demo model and stdlib-derived data."""
     from llmforge.config import apply_overrides, validate
-    from llmforge.demo import demo_config, write_demo_dataset
+    from llmforge.demo import demo_config, run_demo
     from llmforge.pipeline import Hooks
-    from llmforge.pipeline import run as run_pipeline
     from llmforge.ui import console, show_summary, train_progress
 
-    started = time.perf_counter()
-    base = demo_config(output)
-    cfg = validate(PipelineConfig, apply_overrides(base.model_dump(mode="json"), set_ or []), "demo --set")
-    console.rule("[bold]demo data")
-    count = write_demo_dataset(Path(cfg.data.path[0]))
-    console.print(f"{count:,} docstring -> function pairs from the Python standard library")
+    data = apply_overrides(demo_config(output).model_dump(mode="json"), set_ or [])
+    cfg = validate(PipelineConfig, data, "demo --set")
     hooks = Hooks(stage=lambda name: console.rule(f"[bold]{name}"), train_callbacks=lambda: [train_progress()])
-    summary = run_pipeline(cfg, hooks)
-    show_summary(summary, total_seconds=time.perf_counter() - started)
+    summary = run_demo(cfg, hooks)
+    show_summary(summary, total_seconds=summary["demo_seconds"])
 
 
 @app.command("build-demo-base")
@@ -150,6 +144,38 @@ def build_demo_base(
     provenance = build_base(output or DEMO_DIR, work_dir, max_steps=max_steps, callbacks=[train_progress()],
                             stage=lambda name: console.rule(f"[bold]{name}"))
     show_metrics("demo base model", provenance, output or DEMO_DIR)
+
+
+@app.command("bench")
+def bench_command(
+    model: Annotated[list[str], typer.Option("--model", help="Variant as NAME=MODEL or MODEL (repeatable).")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset: adds perplexity.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory to write.")] = Path("runs/bench"),
+    set_: SetOpt = None,
+) -> None:
+    """Speed, memory, size (and quality) of each variant, each measured in a fresh process."""
+    from llmforge.bench.runner import bench
+    from llmforge.config import BenchConfig, apply_overrides, validate
+    from llmforge.ui import progress_bar, show_markdown
+
+    raw = apply_overrides({"models": model, "data": data, "output_dir": output}, set_ or [])
+    cfg = validate(BenchConfig, raw, "bench")
+    with progress_bar("benchmarking", total=len(cfg.models)) as advance:
+        result = bench(cfg, progress=advance)
+    show_markdown((result.output_dir / "report.md").read_text(), result.output_dir / "report.html")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Bench run directories to compare side by side.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write report.md/html.")] = Path("runs/report"),
+) -> None:
+    """Compare bench runs side by side: one table and one HTML page with plots."""
+    from llmforge.bench.compare import compare
+    from llmforge.ui import show_markdown
+
+    out = compare(runs, output)
+    show_markdown((out / "report.md").read_text(), out / "report.html")
 
 
 @app.command()

@@ -130,6 +130,16 @@ class EvalOptions(Section):
     split: Literal["train", "validation", "test"] = Field("test", description="Prepared split to score.")
     batch_size: int = Field(8, ge=1)
     max_samples: int | None = Field(None, ge=1, description="Score at most this many samples.")
+    window: int | None = Field(
+        None, ge=2, description="Score samples longer than this with sliding windows (default: whole sample)."
+    )
+    stride: int | None = Field(None, ge=1, description="Sliding-window stride (default: window // 2).")
+    generate_samples: int = Field(
+        0, ge=0, description="Also answer the first N prompts and score the answers (ROUGE, exact match); 0: off."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Longest generated answer.")
+    temperature: float = Field(0.0, ge=0, description="0 decodes greedily.")
+    syntax: Literal["none", "python"] = Field("none", description="Also check answers parse as this language.")
 
 
 class PipelineConfig(Section):
@@ -267,3 +277,21 @@ def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
         "eval_base": out / "eval-base",
         "eval_finetuned": out / "eval-finetuned",
     }
+
+
+class BenchOptions(Section):
+    prompt_tokens: int = Field(128, ge=1, description="Prompt length of the measured request.")
+    new_tokens: int = Field(64, ge=2, description="Tokens generated per measured request.")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], description="Batch sizes for decode speed.")
+    repeats: int = Field(5, ge=1, description="Timed repetitions of each measurement (medians are reported).")
+    warmup: int = Field(2, ge=0, description="Untimed runs first.")
+    quality_samples: int = Field(200, ge=1, description="Test samples scored for perplexity, when data is given.")
+
+
+class BenchConfig(Section):
+    """`llmforge bench`: speed, memory, size (and quality) of each model variant, each in a fresh process."""
+
+    models: list[str] = Field(..., min_length=1, description="Variants as NAME=MODEL or MODEL (dir, run dir, hub id).")
+    data: Path | None = Field(None, description="Prepared dataset: adds held-out perplexity for each variant.")
+    bench: BenchOptions = Field(default_factory=BenchOptions)
+    output_dir: Path = Field(Path("runs/bench"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,23 @@ def demo_config(output_dir: Path = Path("runs/demo"), data: Path | None = None) 
             method="lora", epochs=1, learning_rate=2e-3, batch_size=8, warmup_ratio=0.05,
             merge=True, logging_steps=10,
         ),
-        eval=EvalOptions(split="test", batch_size=16, max_samples=400),
+        eval=EvalOptions(split="test", batch_size=16, max_samples=400, generate_samples=48, max_new_tokens=160,
+                         syntax="python"),
     )
+
+
+def run_demo(cfg: PipelineConfig, hooks: Any = None) -> dict[str, Any]:
+    """Write the stdlib dataset, run the pipeline, and record the demo's total wall time in summary.json."""
+    from llmforge.pipeline import run
+
+    started = time.perf_counter()
+    if hooks is not None:
+        hooks.stage("demo data")
+    records = write_demo_dataset(Path(cfg.data.path[0]))
+    summary = run(cfg, hooks)
+    summary.update(demo_records=records, demo_seconds=time.perf_counter() - started)
+    write_json(cfg.output_dir / "summary.json", summary)
+    return summary
 
 
 def build_base(

@@ -63,8 +63,18 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - started,
         "artifacts": {name: str(path) for name, path in dirs.items()},
     }
+    if cfg.eval.generate_samples:
+        summary["generation"] = {"base": _answer_metrics(base.metrics), "finetuned": _answer_metrics(tuned.metrics)}
     write_json(cfg.output_dir / "summary.json", summary)
     return summary
+
+
+_ANSWER_KEYS = ("generated_samples", "rouge1", "rouge2", "rougeL", "exact_match", "syntax_valid",
+                "repetition_rate", "mean_generated_tokens")
+
+
+def _answer_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in _ANSWER_KEYS if k in metrics}
 
 
 def read_summary(output_dir: Path) -> dict[str, Any]:

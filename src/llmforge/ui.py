@@ -133,6 +133,13 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
         f"pipeline: {summary['wall_seconds']:.0f} s"
         + (f"   total: {total_seconds:.0f} s" if total_seconds is not None else "")
     )
+    if "generation" in summary:
+        gen = summary["generation"]
+        rows = [{"metric": k, "base": gen["base"][k], "fine-tuned": gen["finetuned"].get(k)} for k in gen["base"]]
+        show(table(f"answers to {gen['base'].get('generated_samples', 0)} held-out prompts", rows))
+    from llmforge.eval.success import success_check
+
+    show(table("success check", success_check(summary)))
     for name, path in summary["artifacts"].items():
         Console().print(f"  {name:>15}: {path}")
 
@@ -142,3 +149,10 @@ def show_doctor(report: dict[str, Any]) -> None:
     show(table("devices", [{"": k, "value": v} for k, v in report["devices"].items()]))
     show(table("extras", [{"extra": k, "installed": "yes" if v else f"no: pip install 'llmforge[{k}]'"}
                           for k, v in report["extras"].items()]))
+
+
+def show_markdown(text: str, html_path: Any) -> None:
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(text))
+    Console().print(f"report: {html_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
 from llmforge.config import EvalConfig
-from llmforge.eval.metrics import IGNORE, perplexity, token_nll
+from llmforge.eval.metrics import IGNORE, perplexity, strided_nll, token_nll
 from llmforge.models.loader import load_model
 
 Progress = Callable[[int], None]
@@ -37,13 +38,34 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+def _strided(model: Any, row: dict[str, Any], window: int, stride: int) -> tuple[float, int]:
+    device = next(model.parameters()).device
+    ids = torch.tensor(row["input_ids"], device=device)  # (T,)
+    labels = torch.tensor(row["labels"], device=device)  # (T,)
+    return strided_nll(lambda x: model(input_ids=x, use_cache=False).logits, ids, window, stride, labels)
+
+
 @torch.no_grad()
-def score(model: Any, dataset: Any, batch_size: int = 8, progress: Progress | None = None) -> dict[str, float]:
-    """Summed NLL over every trainable token of `dataset`; padding and prompts are never scored."""
+def score(
+    model: Any, dataset: Any, batch_size: int = 8, progress: Progress | None = None,
+    window: int | None = None, stride: int | None = None,
+) -> dict[str, float]:
+    """Summed NLL over every trainable token of `dataset`; padding and prompts are never scored.
+
+    Samples longer than `window` are scored with sliding windows (`stride`, default window // 2); the rest in
+    padded batches. Both are reported with the result.
+    """
     device = next(model.parameters()).device
     lengths = [len(ids) for ids in dataset["input_ids"]]
     order = sorted(range(len(dataset)), key=lengths.__getitem__)  # similar lengths together: less padding
     total_nll, tokens = 0.0, 0
+    stride = stride or (window // 2 if window else None)
+    if window:
+        long = [i for i in order if lengths[i] > window]
+        order = [i for i in order if lengths[i] <= window]
+        for i in long:
+            nll, n = _strided(model, dataset[i], window, stride)
+            total_nll, tokens = total_nll + nll, tokens + n
     for start in range(0, len(order), batch_size):
         rows = dataset.select(order[start : start + batch_size])
         ids, lab = list(rows["input_ids"]), list(rows["labels"])
@@ -61,7 +83,44 @@ def score(model: Any, dataset: Any, batch_size: int = 8, progress: Progress | No
         "nll_sum": total_nll,
         "tokens": tokens,
         "samples": len(dataset),
+        "window": window,
+        "stride": stride,
     }
+
+
+def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, Any]:
+    """Aggregate answer metrics; adds per-sample metrics to `records` in place."""
+    from llmforge.eval.text_metrics import exact_match, python_syntax_valid, repetition_rate, rouge
+
+    predictions = [r["prediction"] for r in records]
+    references = [r["reference"] for r in records]
+    for r in records:
+        r["exact_match"] = exact_match(r["prediction"], r["reference"])
+        if syntax == "python":
+            r["syntax_valid"] = python_syntax_valid(r["prediction"])
+    n = len(records)
+    out: dict[str, Any] = {
+        "generated_samples": n,
+        **rouge(predictions, references),
+        "exact_match": sum(r["exact_match"] for r in records) / n,
+        "repetition_rate": sum(repetition_rate(p) for p in predictions) / n,
+        "mean_generated_tokens": sum(r["generated_tokens"] for r in records) / n,
+    }
+    if syntax == "python":
+        out["syntax_valid"] = sum(r["syntax_valid"] for r in records) / n
+    return out
+
+
+def _generation_metrics(cfg: EvalConfig, model: Any, tokenizer: Any, dataset: Any, run: RunDir) -> dict[str, Any]:
+    from llmforge.eval.generate import Decoding, generate_samples
+
+    subset = dataset.select(range(min(cfg.eval.generate_samples, len(dataset))))
+    decoding = Decoding(max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature)
+    records = generate_samples(model, tokenizer, subset, decoding, cfg.eval.batch_size)
+    metrics = score_generations(records, cfg.eval.syntax)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    run.file("samples.jsonl").write_text(lines, encoding="utf-8")
+    return metrics
 
 
 def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
@@ -70,11 +129,13 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
         dataset = dataset.select(range(min(cfg.eval.max_samples, len(dataset))))
     if len(dataset) == 0:
         raise ValueError(f"split '{cfg.eval.split}' of {cfg.data} is empty")
-    model, _ = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model)
     parents = [cfg.data] + ([Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else [])
     with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, parents=parents,
                 dataset_fingerprint=read_manifest(cfg.data).get("dataset_fingerprint")) as run:
         metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path,
-                   **score(model, dataset, cfg.eval.batch_size, progress)}
+                   **score(model, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
+        if cfg.eval.generate_samples:
+            metrics.update(_generation_metrics(cfg, model, tokenizer, dataset, run))
         run.finish(metrics)
     return EvalResult(cfg.output_dir, metrics)

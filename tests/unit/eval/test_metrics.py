@@ -56,3 +56,30 @@ def test_score_equals_independent_per_sample_computation(tiny_model_dir: Path) -
             count += int(keep.sum())
     assert got["tokens"] == count
     assert got["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-4)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(8, 8), (8, 3), (6, 5)])
+def test_strided_score_matches_independent_transformers_computation(tiny_model_dir: Path, window: int,
+                                                                     stride: int) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from llmforge.eval.metrics import strided_perplexity_windows
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    torch.manual_seed(1)
+    ids = torch.randint(5, 200, (23,)).tolist()
+    labels = [IGNORE] * 4 + ids[4:]
+    got = score(model, Dataset.from_list([{"input_ids": ids, "labels": labels}]), window=window, stride=stride)
+    # independent: one plain forward pass per window, NLL summed over the tokens that window scores
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for begin, end, target_begin in strided_perplexity_windows(len(ids), window, stride):
+            logits = model(torch.tensor([ids[begin:end]])).logits[0]
+            for pos in range(max(target_begin, begin + 1), end):
+                if labels[pos] == IGNORE:
+                    continue
+                logp = torch.log_softmax(logits[pos - begin - 1], -1)[ids[pos]]
+                total, count = total - logp.item(), count + 1
+    assert got["tokens"] == count and got["window"] == window and got["stride"] == stride
+    assert got["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-4)

@@ -1,0 +1,1 @@
+"""Benchmarks of model variants: speed, memory, size, quality; reports people can read."""

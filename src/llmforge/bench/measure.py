@@ -1,0 +1,81 @@
+"""Measure one loaded model: time to first token, prefill and decode speed, request latency, bandwidth.
+
+Warm-up runs first, then `repeats` timed runs; medians are reported with the spread (min, max). Decode speed at
+batch b is b * (new_tokens - 1) / (time of a full request - time to first token), so prefill is not counted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from llmforge.config import BenchOptions
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _spread(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def machine_read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Best-of-N read bandwidth of a large fp32 sum, in bytes/s: the roofline for batch-1 decoding."""
+    x = torch.ones(megabytes * (1 << 20) // 4)
+    times = _timed(lambda: float(x.sum()), repeats, 1)
+    return x.numel() * 4 / min(times)
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of weights read to decode one token (tied embeddings are counted once, as they are stored)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@torch.no_grad()
+def measure(model: Any, vocab_size: int, opts: BenchOptions, seed: int = 0) -> dict[str, Any]:
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(8, vocab_size, (1, opts.prompt_tokens), generator=g).to(device)  # (1, P)
+    n = opts.new_tokens
+
+    def generate(batch: torch.Tensor, tokens: int) -> None:
+        model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=tokens,
+                       min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+
+    prefill = _timed(lambda: model(input_ids=prompt, use_cache=False), opts.repeats, opts.warmup)
+    ttft = _timed(lambda: generate(prompt, 1), opts.repeats, opts.warmup)
+    request = _timed(lambda: generate(prompt, n), opts.repeats, opts.warmup)
+    result: dict[str, Any] = {
+        "prompt_tokens": opts.prompt_tokens,
+        "new_tokens": n,
+        "ttft_ms": {k: v * 1e3 for k, v in _spread(ttft).items()},
+        "prefill_tokens_per_second": opts.prompt_tokens / statistics.median(prefill),
+        "latency_ms": {"p50": percentile(request, 0.5) * 1e3, "p95": percentile(request, 0.95) * 1e3,
+                       "min": min(request) * 1e3, "max": max(request) * 1e3},
+        "decode_tokens_per_second": {},
+    }
+    for b in opts.batch_sizes:
+        batch = prompt.expand(b, -1).contiguous()  # (b, P)
+        first = statistics.median(_timed(lambda: generate(batch, 1), opts.repeats, opts.warmup))
+        full = _timed(lambda: generate(batch, n), opts.repeats, opts.warmup)
+        result["decode_tokens_per_second"][str(b)] = b * (n - 1) / max(statistics.median(full) - first, 1e-9)
+    return result

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from llmforge.config import DataConfig, EvalConfig, EvalOptions, ModelConfig, PrepareConfig, SplitConfig
+from llmforge.data.prepare import prepare
+from llmforge.eval.generate import Decoding, generate_batch, split_prompt
+from llmforge.eval.runner import evaluate
+from tests.helpers import qa_records, write_jsonl
+
+IGN = -100
+
+
+def test_split_prompt_takes_first_trained_run_without_eos() -> None:
+    prompt, reference = split_prompt([1, 2, 3, 4, 5, 9, 6], [IGN, IGN, IGN, 4, 5, 9, IGN], eos_id=9)
+    assert prompt == [1, 2, 3] and reference == [4, 5]
+
+
+def test_batched_greedy_equals_one_by_one(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    prompts = [[1, 40, 41, 42, 43, 44], [1, 50, 51], [1, 60, 61, 62, 63]]
+    decoding = Decoding(max_new_tokens=6)
+    batched = generate_batch(model, tokenizer, prompts, decoding)
+    alone = [generate_batch(model, tokenizer, [p], decoding)[0] for p in prompts]
+    assert batched == alone
+
+
+def test_eval_with_generation_writes_samples(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(40))
+    prepare(PrepareConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
+                          data=DataConfig(path=[str(data)], split=SplitConfig(validation=0, test=0.5)),
+                          output_dir=tmp_path / "prep"))
+    cfg = EvalConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), data=tmp_path / "prep",
+                     eval=EvalOptions(generate_samples=5, max_new_tokens=4, syntax="python"),
+                     output_dir=tmp_path / "eval")
+    metrics = evaluate(cfg).metrics
+    assert metrics["generated_samples"] == 5
+    assert 0 <= metrics["rouge1"] <= 1 and 0 <= metrics["syntax_valid"] <= 1
+    samples = [json.loads(x) for x in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 5 and all(s["prompt"].endswith("assistant\n") for s in samples)
+    assert all(s["reference"] and s["generated_tokens"] <= 4 for s in samples)
