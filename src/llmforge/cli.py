@@ -84,19 +84,25 @@ def evaluate(
     model: ModelOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset run dir.")] = None,
     split: Annotated[Optional[str], typer.Option(help="train | validation | test")] = None,
+    generate: Annotated[Optional[int], typer.Option(help="Also answer N held-out prompts and score them.")] = None,
+    harness_tasks: Annotated[Optional[str], typer.Option(help="lm-eval tasks, comma-separated.")] = None,
+    harness_include: Annotated[Optional[Path], typer.Option(help="Folder of custom lm-eval task YAMLs.")] = None,
     output: OutputOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Score a model: token-weighted perplexity over the responses of a prepared split."""
+    """Score a model: token-weighted perplexity over the responses of a prepared split, and more."""
     from llmforge.config import EvalConfig
     from llmforge.eval.runner import evaluate as run_eval
-    from llmforge.ui import show_metrics
+    from llmforge.ui import progress_bar, show_metrics
 
-    cfg = _config(config, set_, model__name_or_path=model, eval__split=split)
+    tasks = [t.strip() for t in harness_tasks.split(",") if t.strip()] if harness_tasks else None
+    cfg = _config(config, set_, model__name_or_path=model, eval__split=split, eval__generate_samples=generate,
+                  eval__harness_tasks=tasks, eval__harness_include=str(harness_include) if harness_include else None)
     dirs = stage_dirs(cfg)
     ecfg = EvalConfig(model=cfg.model, data=data or dirs["prepare"], eval=cfg.eval,
                       output_dir=output or cfg.output_dir / "eval")
-    result = run_eval(ecfg)
+    with progress_bar("scoring") as advance:
+        result = run_eval(ecfg, progress=advance)
     show_metrics("evaluation", result.metrics, result.output_dir)
 
 

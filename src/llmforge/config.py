@@ -140,6 +140,14 @@ class EvalOptions(Section):
     max_new_tokens: int = Field(128, ge=1, description="Longest generated answer.")
     temperature: float = Field(0.0, ge=0, description="0 decodes greedily.")
     syntax: Literal["none", "python"] = Field("none", description="Also check answers parse as this language.")
+    harness_tasks: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks to run too (needs the 'lmeval' extra)."
+    )
+    harness_include: Path | None = Field(None, description="Folder of custom harness task YAMLs (offline tasks).")
+    harness_limit: int | None = Field(None, ge=1, description="At most this many documents per harness task.")
+    similarity_model: str | None = Field(
+        None, description="Local encoder model dir: adds mean-pooled embedding cosine similarity of answers."
+    )
 
 
 class PipelineConfig(Section):

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "deepspeed": ("deepspeed",),
     "serve": ("fastapi", "uvicorn", "prometheus_client", "openai"),
     "eval": ("rouge_score",),
+    "lmeval": ("lm_eval",),
     "tracking": ("tensorboard",),
     "dev": ("pytest", "hypothesis"),
 }

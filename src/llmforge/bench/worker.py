@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
     from llmforge.bench.measure import measure, weight_bytes
@@ -31,7 +33,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         test = load_split(Path(job["data"]), "test")
         test = test.select(range(min(opts.quality_samples, len(test))))
         result["perplexity"] = score(model, test)["perplexity"]
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
     return result
 
 

@@ -66,6 +66,8 @@ def score(
         for i in long:
             nll, n = _strided(model, dataset[i], window, stride)
             total_nll, tokens = total_nll + nll, tokens + n
+            if progress:
+                progress(1)
     for start in range(0, len(order), batch_size):
         rows = dataset.select(order[start : start + batch_size])
         ids, lab = list(rows["input_ids"]), list(rows["labels"])
@@ -111,13 +113,20 @@ def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, A
     return out
 
 
-def _generation_metrics(cfg: EvalConfig, model: Any, tokenizer: Any, dataset: Any, run: RunDir) -> dict[str, Any]:
+def _generation_metrics(
+    cfg: EvalConfig, model: Any, tokenizer: Any, dataset: Any, run: RunDir, progress: Progress | None
+) -> dict[str, Any]:
     from llmforge.eval.generate import Decoding, generate_samples
 
     subset = dataset.select(range(min(cfg.eval.generate_samples, len(dataset))))
     decoding = Decoding(max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature)
-    records = generate_samples(model, tokenizer, subset, decoding, cfg.eval.batch_size)
+    records = generate_samples(model, tokenizer, subset, decoding, cfg.eval.batch_size, progress)
     metrics = score_generations(records, cfg.eval.syntax)
+    if cfg.eval.similarity_model:
+        from llmforge.eval.similarity import embedding_similarity
+
+        metrics["embedding_similarity"] = embedding_similarity(
+            [r["prediction"] for r in records], [r["reference"] for r in records], cfg.eval.similarity_model)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     run.file("samples.jsonl").write_text(lines, encoding="utf-8")
     return metrics
@@ -136,6 +145,11 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
         metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path,
                    **score(model, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
         if cfg.eval.generate_samples:
-            metrics.update(_generation_metrics(cfg, model, tokenizer, dataset, run))
+            metrics.update(_generation_metrics(cfg, model, tokenizer, dataset, run, progress))
+        if cfg.eval.harness_tasks:
+            from llmforge.eval.harness import run_harness
+
+            metrics["harness"] = run_harness(model, tokenizer, cfg.eval.harness_tasks, cfg.eval.harness_include,
+                                             cfg.eval.harness_limit, cfg.eval.batch_size)
         run.finish(metrics)
     return EvalResult(cfg.output_dir, metrics)

@@ -45,3 +45,19 @@ def test_eval_with_generation_writes_samples(tiny_model_dir: Path, tmp_path: Pat
     samples = [json.loads(x) for x in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 5 and all(s["prompt"].endswith("assistant\n") for s in samples)
     assert all(s["reference"] and s["generated_tokens"] <= 4 for s in samples)
+
+
+def test_lm_eval_harness_runs_offline_task(tiny_model_dir: Path, monkeypatch) -> None:
+    import pytest
+
+    pytest.importorskip("lm_eval", reason="the 'lmeval' extra is not installed")
+    from llmforge.eval.harness import run_harness
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(root)  # the shipped task reads configs/lm-eval/*.jsonl relative to the repo root
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    scores = run_harness(model, tokenizer, ["llmforge_stdlib_code"], root / "configs" / "lm-eval", limit=3)
+    result = scores["llmforge_stdlib_code"]
+    assert result["word_perplexity,none"] > 1 and result["bits_per_byte,none"] > 0
