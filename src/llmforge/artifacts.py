@@ -110,6 +110,7 @@ class RunDir:
         config: BaseModel | dict[str, Any],
         parents: list[Path] | None = None,
         dataset_fingerprint: str | None = None,
+        resume: bool = False,
     ) -> None:
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".partial")
@@ -120,8 +121,13 @@ class RunDir:
         self.dataset_fingerprint = dataset_fingerprint
         self.started = dt.datetime.now(dt.timezone.utc)
         self.extra: dict[str, Any] = {}
+        self.resume = resume
 
     def __enter__(self) -> RunDir:
+        if self.resume:  # continue a crashed run: keep what it wrote (its checkpoints)
+            if not self.staging.is_dir():
+                raise LlmforgeError(f"nothing to resume: {self.staging} does not exist")
+            return self
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)

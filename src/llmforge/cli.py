@@ -57,14 +57,16 @@ def train(
     config: ConfigArg = None,
     model: ModelOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset run dir.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="full | lora")] = None,
+    method: Annotated[Optional[str], typer.Option(help="full | lora | dora | qlora")] = None,
     output: OutputOpt = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimizer steps.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a crashed run from its last complete checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print parameters, memory and time estimates; train nothing.")] = False,
     set_: SetOpt = None,
 ) -> None:
-    """Fine-tune a model on a prepared dataset (LoRA by default)."""
+    """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
     from llmforge.config import TrainConfig
     from llmforge.train.recipe import train as run_train
     from llmforge.ui import show_metrics, train_progress
@@ -74,7 +76,13 @@ def train(
     dirs = stage_dirs(cfg)
     tcfg = TrainConfig(model=cfg.model, data=data or dirs["prepare"], train=cfg.train,
                        output_dir=output or dirs["train"])
-    result = run_train(tcfg, callbacks=[train_progress()])
+    if dry_run:
+        from llmforge.train.estimate import estimate
+        from llmforge.ui import show_estimate
+
+        show_estimate(estimate(tcfg))
+        return
+    result = run_train(tcfg, callbacks=[train_progress()], resume=resume)
     show_metrics("training", result.metrics, result.output_dir)
 
 
@@ -152,6 +160,18 @@ def build_demo_base(
     show_metrics("demo base model", provenance, output or DEMO_DIR)
 
 
+@app.command()
+def merge(
+    adapter: Annotated[Path, typer.Argument(help="A LoRA train run dir (or its adapter/ dir).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged model run dir.")],
+) -> None:
+    """Merge a LoRA adapter into its base model: a plain transformers model directory."""
+    from llmforge.train.merge import merge as run_merge
+    from llmforge.ui import console
+
+    console.print(f"merged model: {run_merge(adapter, output)}")
+
+
 @app.command("bench")
 def bench_command(
     model: Annotated[list[str], typer.Option("--model", help="Variant as NAME=MODEL or MODEL (repeatable).")],
@@ -194,6 +214,9 @@ def doctor() -> None:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # transformers-internal noise
     try:
         app()
     except LlmforgeError as exc:

@@ -104,7 +104,9 @@ class LoraOptions(Section):
 
 
 class TrainOptions(Section):
-    method: Literal["full", "lora"] = Field("lora", description="Fine-tuning method.")
+    method: Literal["full", "lora", "dora", "qlora"] = Field(
+        "lora", description="full: every weight; lora/dora: adapters; qlora: adapters over a 4-bit base (CUDA)."
+    )
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
@@ -119,6 +121,22 @@ class TrainOptions(Section):
         description="Padding-free batches (samples concatenated, attention kept within each sample).",
     )
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: each epoch).")
+    save_steps: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps, so `--resume` can continue after a crash (default: off)."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evaluations without a lower eval loss; ends on the best checkpoint."
+    )
+    report_to: list[Literal["wandb", "mlflow", "tensorboard", "trackio"]] = Field(
+        default_factory=list,
+        description="Trackers to log to (offline-capable: wandb offline mode, mlflow sqlite, tensorboard, trackio). "
+        "Metrics and a loss-curve PNG are always in the run directory.",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30% slower.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on CPU, where bf16 is ~60x slower."
+    )
     logging_steps: int = Field(10, ge=1)
     seed: int = Field(0)
     merge: bool = Field(False, description="Also save the LoRA adapter merged into the base model.")

@@ -156,3 +156,15 @@ def show_markdown(text: str, html_path: Any) -> None:
 
     Console().print(Markdown(text))
     Console().print(f"report: {html_path}")
+
+
+def show_estimate(est: dict[str, Any]) -> None:
+    mem = est["memory_bytes"]
+    rows = [
+        {"": "parameters (total / trainable)", "value": f"{est['total_parameters']:,} / {est['trainable_parameters']:,}"},
+        *({"": f"memory: {k}", "value": f"{v / 2**20:,.1f} MiB"} for k, v in mem.items()),
+        {"": "steps per epoch", "value": est["steps_per_epoch"]},
+        {"": f"time per step (median of {est['measured_steps']} measured)", "value": f"{est['seconds_per_step']:.2f} s"},
+        {"": "time per epoch (estimate)", "value": f"{est['seconds_per_epoch'] / 60:.1f} min"},
+    ]
+    show(table("dry run: nothing was trained", rows))

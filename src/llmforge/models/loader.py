@@ -94,7 +94,8 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 
 def load_model(
-    cfg: ModelConfig, device: torch.device | None = None, *, merge_adapter: bool = False
+    cfg: ModelConfig, device: torch.device | None = None, *, merge_adapter: bool = False,
+    quantization_config: Any = None,
 ) -> tuple[Any, Any]:
     """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel."""
     from transformers import AutoModelForCausalLM
@@ -102,9 +103,12 @@ def load_model(
     device = device or default_device()
     resolved = resolve_model(cfg.name_or_path)
     dtype = default_dtype(cfg.dtype, device)
+    extra: dict[str, Any] = {}
+    if quantization_config is not None:  # quantized weights are placed by their loader, not moved afterwards
+        extra = {"quantization_config": quantization_config, "device_map": {"": device.index or 0}}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=dtype, attn_implementation=cfg.attn_implementation, **_hub_kwargs(cfg)
+            resolved.path, dtype=dtype, attn_implementation=cfg.attn_implementation, **_hub_kwargs(cfg), **extra
         )
     except (OSError, ValueError) as exc:
         raise _load_error(resolved.path, exc) from exc
@@ -114,5 +118,7 @@ def load_model(
         model = PeftModel.from_pretrained(model, str(resolved.adapter))
         if merge_adapter:
             model = model.merge_and_unload()
-    model.to(device).eval()
+    if quantization_config is None:
+        model.to(device)
+    model.eval()
     return model, load_tokenizer(cfg)

@@ -9,7 +9,6 @@ which the recipe sets).
 from __future__ import annotations
 
 import json
-import math
 import resource
 import sys
 import time
@@ -22,8 +21,11 @@ import torch
 from llmforge.artifacts import RunDir, read_manifest
 from llmforge.config import TrainConfig, TrainOptions
 from llmforge.eval.runner import load_split, score
-from llmforge.models.loader import default_device, load_model, resolve_model
+from llmforge.errors import LlmforgeError
+from llmforge.models.loader import default_device, resolve_model
+from llmforge.train.checkpoints import Guard, last_complete
 from llmforge.train.curves import save_loss_curve
+from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base
 
 
 @dataclass
@@ -40,24 +42,18 @@ def make_collator(tokenizer: Any, packing: bool) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
-def apply_method(model: Any, opts: TrainOptions) -> Any:
-    if opts.method == "full":
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
-        target_modules=opts.lora.target_modules, task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
-
-
 def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
     device = default_device()
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    fp16 = device.type == "cuda" and not bf16
+    precision = opts.precision
+    if precision == "auto":
+        precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    eval_strategy = ("steps" if opts.eval_steps else "epoch") if has_eval else "no"
+    if opts.early_stopping_patience and not has_eval:
+        raise LlmforgeError("train.early_stopping_patience needs a validation split (data.split.validation > 0)")
+    best = bool(opts.early_stopping_patience)  # keep (and end on) the best checkpoint by eval loss
+    save_strategy = eval_strategy if best else ("steps" if opts.save_steps else "no")
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=opts.epochs,
@@ -71,18 +67,25 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
         weight_decay=opts.weight_decay,
         max_grad_norm=opts.max_grad_norm,
         logging_steps=opts.logging_steps,
-        eval_strategy=("steps" if opts.eval_steps else "epoch") if has_eval else "no",
+        eval_strategy=eval_strategy,
         eval_steps=opts.eval_steps,
-        save_strategy="no",
-        report_to="none",
+        save_strategy=save_strategy,
+        save_steps=(opts.eval_steps if best else opts.save_steps) or 500,
+        load_best_model_at_end=best,
+        metric_for_best_model="eval_loss" if best else None,
+        greater_is_better=False if best else None,
+        save_total_limit=opts.save_total_limit,
+        gradient_checkpointing=opts.gradient_checkpointing,
+        report_to=opts.report_to or "none",
         seed=opts.seed,
         data_seed=opts.seed,
-        bf16=bf16,
-        fp16=fp16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=device.type == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
+        logging_nan_inf_filter=False,  # a NaN loss must be seen (and stop the run), not averaged away
     )
 
 
@@ -98,7 +101,7 @@ def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str
     info: dict[str, Any] = {"method": cfg.train.method, "adapter_dir": None, "model_dir": None}
     base = resolve_model(cfg.model.name_or_path).path
     info["base_model"] = str(Path(base).resolve()) if Path(base).exists() else base
-    if cfg.train.method == "lora":
+    if cfg.train.method in ADAPTER_METHODS:
         model.peft_config["default"].base_model_name_or_path = info["base_model"]
         model.save_pretrained(str(run.file("adapter")))
         tokenizer.save_pretrained(str(run.file("adapter")))
@@ -113,7 +116,20 @@ def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str
     return info
 
 
-def train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
+def _resume_point(run: RunDir, resume: bool) -> Path | None:
+    if not resume:
+        return None
+    checkpoint = last_complete(run.staging / "checkpoints")
+    if checkpoint is None:
+        raise LlmforgeError(
+            f"--resume: no complete checkpoint in {run.staging / 'checkpoints'}; set train.save_steps to "
+            "checkpoint a run, or start it again without --resume"
+        )
+    return checkpoint
+
+
+def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = False) -> TrainResult:
+    """Train and publish the run directory. With `resume`, continue the crashed run at the same output dir."""
     from transformers import Trainer, set_seed
 
     if cfg.train.threads:
@@ -121,25 +137,38 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     set_seed(cfg.train.seed)
     train_set = load_split(cfg.data, "train").remove_columns(["attention_mask"])
     val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_base(cfg.model, cfg.train)
     model.config.use_cache = False  # required for packed samples to stay separate
     model = apply_method(model, cfg.train)
     fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
     with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, parents=[cfg.data],
-                dataset_fingerprint=fingerprint) as run:
+                dataset_fingerprint=fingerprint, resume=resume) as run:
+        start_from = _resume_point(run, resume)
+        guard = Guard()
+        if cfg.train.early_stopping_patience:
+            from transformers import EarlyStoppingCallback
+
+            callbacks = [EarlyStoppingCallback(cfg.train.early_stopping_patience), *(callbacks or [])]
         trainer = Trainer(
             model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0),
             train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
             data_collator=make_collator(tokenizer, cfg.train.packing), processing_class=tokenizer,
-            callbacks=callbacks or [],
+            callbacks=[guard, *(callbacks or [])],
         )
         if callbacks:  # the caller shows progress; drop the Trainer's own printing of log dicts
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
         runtime = time.perf_counter() - started
+        if guard.problem is not None:
+            last = last_complete(run.staging / "checkpoints")
+            raise LlmforgeError(
+                f"training stopped: {guard.problem} at step {guard.step}. Nothing was published; "
+                + (f"the last good checkpoint is {last} (resume with --resume). " if last else "")
+                + "Lower train.learning_rate, or check the data for broken samples."
+            )
         model.eval()
         metrics: dict[str, Any] = {
             "train_loss": output.training_loss,
@@ -159,8 +188,6 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
         save_loss_curve(history, run.file("loss_curve.png"))
         run.extra = _save(model, tokenizer, cfg, run)
         _remove_checkpoints(run)
-        if not math.isfinite(metrics["train_loss"]):
-            raise FloatingPointError(f"training loss is {metrics['train_loss']}; nothing was published")
         run.finish(metrics)
     return TrainResult(cfg.output_dir, metrics)
 

@@ -1,0 +1,44 @@
+"""Fine-tuning methods as options of one recipe: which weights train, and how the base is loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from llmforge.config import ModelConfig, TrainOptions
+from llmforge.errors import LlmforgeError, require
+from llmforge.models.loader import load_model
+
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+
+
+def load_base(model_cfg: ModelConfig, opts: TrainOptions) -> tuple[Any, Any]:
+    """Load the model to train; QLoRA loads it in 4-bit NF4 (bitsandbytes, CUDA only)."""
+    if opts.method != "qlora":
+        return load_model(model_cfg)
+    if not torch.cuda.is_available():
+        raise LlmforgeError(
+            "train.method=qlora loads the base model in 4-bit NF4 through bitsandbytes, which needs a CUDA GPU. "
+            "On this machine use train.method=lora: the same adapter, trained over a full-precision base."
+        )
+    require("bitsandbytes", "gpu")
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model, tokenizer = load_model(model_cfg, quantization_config=quant)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing), tokenizer
+
+
+def apply_method(model: Any, opts: TrainOptions) -> Any:
+    if opts.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
+        target_modules=opts.lora.target_modules, task_type="CAUSAL_LM", use_dora=opts.method == "dora",
+    )
+    return get_peft_model(model, lora)
