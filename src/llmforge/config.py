@@ -103,9 +103,22 @@ class LoraOptions(Section):
     )
 
 
+class DistillOptions(Section):
+    teacher: str | None = Field(None, description="Teacher model (dir, run dir, hub id, 'demo').")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weighs cross-entropy.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the KL term (scaled by T^2).")
+    student_layers: int | None = Field(
+        None, ge=1, description="Derive the student from the teacher with this many (evenly spaced) layers."
+    )
+    student_intermediate_size: int | None = Field(
+        None, ge=1, description="Derive the student with this MLP width (the most important channels kept)."
+    )
+
+
 class TrainOptions(Section):
-    method: Literal["full", "lora", "dora", "qlora"] = Field(
-        "lora", description="full: every weight; lora/dora: adapters; qlora: adapters over a 4-bit base (CUDA)."
+    method: Literal["full", "lora", "dora", "qlora", "distill"] = Field(
+        "lora", description="full: every weight; lora/dora: adapters; qlora: adapters over a 4-bit base (CUDA); "
+        "distill: train the model (or a student derived from the teacher) to match train.distill.teacher.",
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
@@ -142,6 +155,13 @@ class TrainOptions(Section):
     merge: bool = Field(False, description="Also save the LoRA adapter merged into the base model.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     lora: LoraOptions = Field(default_factory=LoraOptions)
+    distill: DistillOptions = Field(default_factory=DistillOptions)
+
+    @model_validator(mode="after")
+    def _distill_has_teacher(self) -> TrainOptions:
+        if self.method == "distill" and not self.distill.teacher:
+            raise ValueError("method 'distill' needs train.distill.teacher")
+        return self
 
 
 class EvalOptions(Section):

@@ -8,13 +8,27 @@ import torch
 
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.errors import LlmforgeError, require
-from llmforge.models.loader import load_model
+from llmforge.models.loader import load_model, load_tokenizer
 
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
 
-def load_base(model_cfg: ModelConfig, opts: TrainOptions) -> tuple[Any, Any]:
-    """Load the model to train; QLoRA loads it in 4-bit NF4 (bitsandbytes, CUDA only)."""
+def load_teacher(model_cfg: ModelConfig, opts: TrainOptions) -> Any:
+    if opts.method != "distill":
+        return None
+    teacher, _ = load_model(model_cfg.model_copy(update={"name_or_path": opts.distill.teacher}))
+    return teacher
+
+
+def load_base(model_cfg: ModelConfig, opts: TrainOptions, teacher: Any = None) -> tuple[Any, Any]:
+    """Load the model to train; QLoRA loads it in 4-bit NF4 (bitsandbytes, CUDA only); a distillation student
+    may be derived from the teacher."""
+    d = opts.distill
+    if opts.method == "distill" and (d.student_layers or d.student_intermediate_size):
+        from llmforge.train.distill import derive_student
+
+        tokenizer = load_tokenizer(model_cfg.model_copy(update={"name_or_path": d.teacher}))
+        return derive_student(teacher, d.student_layers, d.student_intermediate_size).train(), tokenizer
     if opts.method != "qlora":
         return load_model(model_cfg)
     if not torch.cuda.is_available():
@@ -33,7 +47,7 @@ def load_base(model_cfg: ModelConfig, opts: TrainOptions) -> tuple[Any, Any]:
 
 
 def apply_method(model: Any, opts: TrainOptions) -> Any:
-    if opts.method == "full":
+    if opts.method in ("full", "distill"):
         return model
     from peft import LoraConfig, get_peft_model
 

@@ -25,7 +25,7 @@ from llmforge.errors import LlmforgeError
 from llmforge.models.loader import default_device, resolve_model
 from llmforge.train.checkpoints import Guard, last_complete
 from llmforge.train.curves import save_loss_curve
-from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base
+from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base, load_teacher
 
 
 @dataclass
@@ -99,7 +99,7 @@ def peak_memory_bytes() -> int:
 def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str, Any]:
     """Write the adapter and/or the full model with its tokenizer; say in the manifest which is where."""
     info: dict[str, Any] = {"method": cfg.train.method, "adapter_dir": None, "model_dir": None}
-    base = resolve_model(cfg.model.name_or_path).path
+    base = resolve_model(cfg.train.distill.teacher if cfg.train.method == "distill" else cfg.model.name_or_path).path
     info["base_model"] = str(Path(base).resolve()) if Path(base).exists() else base
     if cfg.train.method in ADAPTER_METHODS:
         model.peft_config["default"].base_model_name_or_path = info["base_model"]
@@ -108,7 +108,7 @@ def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str
         info["adapter_dir"] = "adapter"
         if cfg.train.merge:
             model = model.merge_and_unload()
-    if cfg.train.method == "full" or cfg.train.merge:
+    if cfg.train.method in ("full", "distill") or cfg.train.merge:
         model.config.use_cache = True
         model.save_pretrained(str(run.file("model")))
         tokenizer.save_pretrained(str(run.file("model")))
@@ -137,7 +137,8 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = F
     set_seed(cfg.train.seed)
     train_set = load_split(cfg.data, "train").remove_columns(["attention_mask"])
     val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
-    model, tokenizer = load_base(cfg.model, cfg.train)
+    teacher = load_teacher(cfg.model, cfg.train)
+    model, tokenizer = load_base(cfg.model, cfg.train, teacher)
     model.config.use_cache = False  # required for packed samples to stay separate
     model = apply_method(model, cfg.train)
     fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
@@ -149,11 +150,18 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = F
             from transformers import EarlyStoppingCallback
 
             callbacks = [EarlyStoppingCallback(cfg.train.early_stopping_patience), *(callbacks or [])]
-        trainer = Trainer(
+        trainer_cls, extra = Trainer, {}
+        if teacher is not None:
+            from llmforge.train.distill import DistillTrainer
+
+            trainer_cls = DistillTrainer
+            extra = {"teacher": teacher, "alpha": cfg.train.distill.alpha,
+                     "temperature": cfg.train.distill.temperature}
+        trainer = trainer_cls(
             model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0),
             train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
             data_collator=make_collator(tokenizer, cfg.train.packing), processing_class=tokenizer,
-            callbacks=[guard, *(callbacks or [])],
+            callbacks=[guard, *(callbacks or [])], **extra,
         )
         if callbacks:  # the caller shows progress; drop the Trainer's own printing of log dicts
             from transformers.trainer_callback import PrinterCallback

@@ -183,3 +183,58 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir: Path, prepared
     # token-weighted, so compare with a tolerance far below the gap between best and last)
     assert evals[-1] - min(evals) > 0.05, evals
     assert metrics["eval_loss"] == pytest.approx(min(evals), abs=0.01)
+
+
+def _mean_kl(teacher, student, dataset) -> float:
+    from llmforge.eval.metrics import kl_divergence
+
+    total = 0.0
+    with torch.no_grad():
+        for row in dataset:
+            ids = torch.tensor([row["input_ids"]])
+            mask = torch.tensor([row["labels"]]) != -100
+            total += kl_divergence(teacher(ids).logits, student(ids).logits, mask)
+    return total / len(dataset)
+
+
+def test_derived_student_is_a_smaller_copy_of_the_teacher(tiny_model_dir: Path, prepared: Path) -> None:
+    from llmforge.train.distill import derive_student
+
+    teacher, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    same = derive_student(teacher, layers=None, intermediate_size=None).eval()
+    assert _mean_kl(teacher, same, load_split(prepared, "validation")) == pytest.approx(0.0, abs=1e-6)
+    small = derive_student(teacher, layers=1, intermediate_size=128)
+    assert small.config.num_hidden_layers == 1 and len(small.model.layers) == 1
+    assert small.model.layers[0].mlp.up_proj.weight.shape == (128, 64)
+    assert small.model.layers[0].mlp.down_proj.weight.shape == (64, 128)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in teacher.parameters())
+
+
+def test_distilled_student_moves_toward_teacher(tiny_model_dir: Path, prepared: Path, tmp_path: Path) -> None:
+    from llmforge.config import DistillOptions
+    from llmforge.models.tiny import build_model
+
+    _train(str(tiny_model_dir), prepared, tmp_path / "teacher", method="full", epochs=2)  # a non-uniform teacher
+    teacher, tokenizer = load_model(ModelConfig(name_or_path=str(tmp_path / "teacher")))
+    build_model(tokenizer, "test", seed=1).save_pretrained(str(tmp_path / "student0"))  # an explicit student
+    tokenizer.save_pretrained(str(tmp_path / "student0"))
+    val = load_split(prepared, "validation")
+    student0, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "student0")))
+    before = _mean_kl(teacher, student0, val)
+    distill = DistillOptions(teacher=str(tmp_path / "teacher"), alpha=1.0, temperature=2.0)
+    _train(str(tmp_path / "student0"), prepared, tmp_path / "student", method="distill", distill=distill,
+           epochs=3, learning_rate=3e-3)
+    student, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "student")))
+    assert _mean_kl(teacher, student, val) < 0.7 * before
+
+
+def test_distill_with_derived_student_saves_smaller_model(tiny_model_dir: Path, prepared: Path,
+                                                          tmp_path: Path) -> None:
+    from llmforge.config import DistillOptions
+
+    distill = DistillOptions(teacher=str(tiny_model_dir), student_layers=1, student_intermediate_size=128)
+    metrics = _train(str(tiny_model_dir), prepared, tmp_path / "s", method="distill", distill=distill, max_steps=3)
+    student, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "s")))
+    assert student.config.num_hidden_layers == 1 and student.config.intermediate_size == 128
+    assert metrics["total_parameters"] == sum(p.numel() for p in student.parameters())
+    assert read_manifest(tmp_path / "s")["method"] == "distill"
