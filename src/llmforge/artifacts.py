@@ -110,7 +110,7 @@ class RunDir:
         config: BaseModel | dict[str, Any],
         parents: list[Path] | None = None,
         dataset_fingerprint: str | None = None,
-        resume: bool = False,
+        keep_partial: bool = False,
     ) -> None:
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".partial")
@@ -121,12 +121,12 @@ class RunDir:
         self.dataset_fingerprint = dataset_fingerprint
         self.started = dt.datetime.now(dt.timezone.utc)
         self.extra: dict[str, Any] = {}
-        self.resume = resume
+        self.keep_partial = keep_partial
 
     def __enter__(self) -> RunDir:
-        if self.resume:  # continue a crashed run: keep what it wrote (its checkpoints)
+        if self.keep_partial:  # resume a crashed run, or join one a launcher prepared: keep what is there
             if not self.staging.is_dir():
-                raise LlmforgeError(f"nothing to resume: {self.staging} does not exist")
+                raise LlmforgeError(f"nothing to continue: {self.staging} does not exist")
             return self
         if self.staging.exists():
             shutil.rmtree(self.staging)

@@ -64,6 +64,7 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a crashed run from its last complete checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print parameters, memory and time estimates; train nothing.")] = False,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes (torchrun; gloo on CPU, NCCL on GPU).")] = 1,
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
@@ -82,7 +83,12 @@ def train(
 
         show_estimate(estimate(tcfg))
         return
-    result = run_train(tcfg, callbacks=[train_progress()], resume=resume)
+    if nproc > 1:
+        from llmforge.train.launch import launch
+
+        result = launch(tcfg, nproc, resume=resume)
+    else:
+        result = run_train(tcfg, callbacks=[train_progress()], resume=resume)
     show_metrics("training", result.metrics, result.output_dir)
 
 

@@ -152,6 +152,7 @@ class TrainOptions(Section):
     )
     logging_steps: int = Field(10, ge=1)
     seed: int = Field(0)
+    shuffle: bool = Field(True, description="Shuffle the training data each epoch (False: file order).")
     merge: bool = Field(False, description="Also save the LoRA adapter merged into the base model.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     lora: LoraOptions = Field(default_factory=LoraOptions)

@@ -9,6 +9,7 @@ which the recipe sets).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -79,6 +80,8 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
         report_to=opts.report_to or "none",
         seed=opts.seed,
         data_seed=opts.seed,
+        train_sampling_strategy="random" if opts.shuffle else "sequential",
+        ddp_backend="gloo" if device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device.type == "cpu",
@@ -128,8 +131,19 @@ def _resume_point(run: RunDir, resume: bool) -> Path | None:
     return checkpoint
 
 
-def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = False) -> TrainResult:
-    """Train and publish the run directory. With `resume`, continue the crashed run at the same output dir."""
+def rank() -> int:
+    """This process's rank under torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def train(
+    cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = False, launched: bool = False
+) -> TrainResult:
+    """Train and publish the run directory. With `resume`, continue the crashed run at the same output dir.
+
+    `launched`: this is one of several processes started by `launch`, which prepared the run directory; only
+    rank 0 evaluates and publishes.
+    """
     from transformers import Trainer, set_seed
 
     if cfg.train.threads:
@@ -143,7 +157,7 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = F
     model = apply_method(model, cfg.train)
     fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
     with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, parents=[cfg.data],
-                dataset_fingerprint=fingerprint, resume=resume) as run:
+                dataset_fingerprint=fingerprint, keep_partial=resume or launched) as run:
         start_from = _resume_point(run, resume)
         guard = Guard()
         if cfg.train.early_stopping_patience:
@@ -170,6 +184,8 @@ def train(cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = F
         started = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
         runtime = time.perf_counter() - started
+        if rank() != 0:
+            return TrainResult(cfg.output_dir, {})
         if guard.problem is not None:
             last = last_complete(run.staging / "checkpoints")
             raise LlmforgeError(
