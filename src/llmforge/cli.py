@@ -167,6 +167,22 @@ def build_demo_base(
 
 
 @app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML (its data, model and train sections).")],
+    trials: Annotated[int, typer.Option(help="Number of Optuna trials.")] = 10,
+    set_: SetOpt = None,
+) -> None:
+    """Search learning rate, LoRA rank and epochs with Optuna (objective: eval loss); every trial recorded."""
+    from llmforge.train.tune import tune as run_tune
+    from llmforge.ui import show, table
+
+    result = run_tune(_config(config, set_), trials)
+    rows = [{"trial": t["number"], **t["params"], "eval_loss": t["eval_loss"], "state": t["state"]}
+            for t in result.trials]
+    show(table(f"tune: best trial {result.best['number']} ({result.output_dir})", rows))
+
+
+@app.command()
 def merge(
     adapter: Annotated[Path, typer.Argument(help="A LoRA train run dir (or its adapter/ dir).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged model run dir.")],

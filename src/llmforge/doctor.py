@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "prometheus_client", "openai"),
     "eval": ("rouge_score",),
     "lmeval": ("lm_eval",),
+    "tune": ("optuna",),
     "tracking": ("tensorboard",),
     "dev": ("pytest", "hypothesis"),
 }

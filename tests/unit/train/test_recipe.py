@@ -252,3 +252,21 @@ def test_two_process_ddp_equals_one_process(tiny_model_dir: Path, prepared: Path
     assert two["train_tokens"] == one["train_tokens"]
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+
+
+def test_tune_records_every_trial(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("optuna", reason="the 'tune' extra is not installed")
+    from llmforge.config import DataConfig, PipelineConfig, SplitConfig
+    from llmforge.train.tune import SearchSpace, tune
+    from tests.helpers import qa_records, write_jsonl
+
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_records(60))
+    cfg = PipelineConfig(output_dir=tmp_path / "out", model=ModelConfig(name_or_path=str(tiny_model_dir)),
+                         data=DataConfig(path=[str(data)], split=SplitConfig(validation=0.2, test=0.1)),
+                         train=TrainOptions(method="lora", max_steps=2))
+    result = tune(cfg, n_trials=2, space=SearchSpace(lora_r=[2, 4], epochs=[1]))
+    assert len(result.trials) == 2 and all(t["state"] == "COMPLETE" for t in result.trials)
+    assert result.best["eval_loss"] == min(t["eval_loss"] for t in result.trials)
+    for t in result.trials:
+        assert read_manifest(Path(t["run_dir"]))["method"] == "lora"
+    assert json.loads((tmp_path / "out" / "tune" / "trials.json").read_text()) == result.trials
