@@ -104,6 +104,11 @@ def main() -> None:
         print(f"{name:28} {seconds:9.2f} {n / seconds:11,.0f} {tok / seconds:11,.0f} {base_s / seconds:17.2f}x")
     print(f"\ncached / cold speedup: {cold_s / warm_s:,.0f}x (target >= 50x); "
           f"cold vs baseline: {base_s / cold_s:.2f}x (target >= 1x)")
+    out = Path(__file__).resolve().parent / "results" / "prepare.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"records": n, "max_length": args.max_length, "baseline_seconds": base_s,
+                               "baseline_tokens": base_tokens, "cold_seconds": cold_s, "cached_seconds": warm_s,
+                               "tokens": tokens}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

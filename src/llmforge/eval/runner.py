@@ -25,12 +25,16 @@ class EvalResult:
 
 
 def load_split(prepared: Path, split: str) -> Any:
-    from datasets import load_from_disk
+    from datasets import Dataset, Features, load_from_disk
 
     manifest = read_manifest(prepared)
     if manifest.get("kind") != "prepared-dataset":
         raise ValueError(f"{prepared} is a '{manifest.get('kind')}' run, not a prepared dataset")
-    return load_from_disk(str(Path(prepared) / split))
+    folder = Path(prepared) / split
+    if not list(folder.glob("*.arrow")):  # an empty split is saved without data files, which datasets can't load
+        features = Features.from_dict(json.loads((folder / "dataset_info.json").read_text())["features"])
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return load_from_disk(str(folder))
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

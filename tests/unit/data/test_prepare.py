@@ -138,3 +138,11 @@ def test_preference_pairs_are_kept_for_preference_training(tiny_model_dir: Path,
     row = train[0]
     assert row["prompt"].endswith("<|im_start|>assistant\n") and "pick" in row["prompt"]
     assert row["chosen"] == "good answer<|im_end|>"
+
+
+def test_empty_split_loads_as_empty_dataset(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    from llmforge.eval.runner import load_split
+
+    prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", split=SplitConfig(validation=0, test=0.2)))
+    empty = load_split(tmp_path / "o", "validation")
+    assert len(empty) == 0 and set(empty.column_names) == {"input_ids", "labels", "attention_mask"}
