@@ -141,6 +141,12 @@ class TrainOptions(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after N evaluations without a lower eval loss; ends on the best checkpoint."
     )
+    fsdp: str | None = Field(
+        None, description="FSDP on GPUs, e.g. 'full_shard auto_wrap' (with --nproc N); see the README."
+    )
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed config file, e.g. configs/deepspeed/zero3.json (needs the 'deepspeed' extra)."
+    )
     report_to: list[Literal["wandb", "mlflow", "tensorboard", "trackio"]] = Field(
         default_factory=list,
         description="Trackers to log to (offline-capable: wandb offline mode, mlflow sqlite, tensorboard, trackio). "

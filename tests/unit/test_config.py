@@ -70,3 +70,12 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 def test_split_fractions_must_leave_training_data() -> None:
     with pytest.raises(ConfigError, match="validation \\+ test"):
         load_config(None, ["data.split.validation=0.5", "data.split.test=0.5"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "deepspeed").glob("*.json")), ids=lambda p: p.name)
+def test_shipped_deepspeed_configs_parse(path: Path) -> None:
+    import json
+
+    stage = json.loads(path.read_text())["zero_optimization"]["stage"]
+    assert stage in (2, 3) and path.stem == f"zero{stage}"
+    assert load_config(None, [f"train.deepspeed={path}"]).train.deepspeed == str(path)

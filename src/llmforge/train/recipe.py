@@ -22,7 +22,7 @@ import torch
 from llmforge.artifacts import RunDir, read_manifest
 from llmforge.config import TrainConfig, TrainOptions
 from llmforge.eval.runner import load_split, score
-from llmforge.errors import LlmforgeError
+from llmforge.errors import LlmforgeError, require
 from llmforge.models.loader import default_device, resolve_model
 from llmforge.train.checkpoints import Guard, last_complete
 from llmforge.train.curves import save_loss_curve
@@ -51,6 +51,10 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
     if precision == "auto":
         precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     eval_strategy = ("steps" if opts.eval_steps else "epoch") if has_eval else "no"
+    if opts.deepspeed:
+        require("deepspeed", "deepspeed")
+        if not Path(opts.deepspeed).is_file():
+            raise LlmforgeError(f"train.deepspeed: no such config file {opts.deepspeed}")
     if opts.early_stopping_patience and not has_eval:
         raise LlmforgeError("train.early_stopping_patience needs a validation split (data.split.validation > 0)")
     best = bool(opts.early_stopping_patience)  # keep (and end on) the best checkpoint by eval loss
@@ -78,6 +82,8 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
         save_total_limit=opts.save_total_limit,
         gradient_checkpointing=opts.gradient_checkpointing,
         report_to=opts.report_to or "none",
+        fsdp=opts.fsdp or "",
+        deepspeed=opts.deepspeed,
         seed=opts.seed,
         data_seed=opts.seed,
         train_sampling_strategy="random" if opts.shuffle else "sequential",
