@@ -1,9 +1,10 @@
-"""Write the README's results table from a finished demo run (never typed by hand).
+"""Write the README's results tables from measured runs (never typed by hand).
 
     python bench/readme_results.py [runs/demo] [--total-seconds N]
 
-Reads `runs/demo/summary.json` (written by `make demo`) and the shipped base model's provenance, and replaces
-the block between `<!-- results:start -->` and `<!-- results:end -->` in README.md.
+Reads `runs/demo/summary.json` (written by `make demo`), the shipped base model's provenance, and whatever the
+bench scripts left in bench/results/ (prepare.json, train_throughput.json, variants.md), and replaces the block
+between `<!-- results:start -->` and `<!-- results:end -->` in README.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _answer_rows(s: dict) -> list[tuple[str, str]]:
+    gen = s.get("generation")
+    if not gen:
+        return []
+    b, f = gen["base"], gen["finetuned"]
+    n = b["generated_samples"]
+    rows = [(f"answers to {n} held-out prompts: ROUGE-L, base -> fine-tuned", f"{b['rougeL']:.3f} -> {f['rougeL']:.3f}")]
+    if "syntax_valid" in b:
+        rows.append(("answers that parse as Python, base -> fine-tuned",
+                     f"{b['syntax_valid']:.0%} -> {f['syntax_valid']:.0%}"))
+    return rows
+
+
 def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
     s = summary
     rows = [
@@ -28,16 +42,51 @@ def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
         (f"held-out perplexity, base ({s['scored_tokens']:,} response tokens)", f"{s['base_perplexity']:.2f}"),
         ("held-out perplexity, LoRA fine-tuned", f"{s['finetuned_perplexity']:.2f}"),
         ("perplexity reduction (target > 15%)", f"**{s['perplexity_reduction']:.1%}**"),
+        *_answer_rows(s),
         ("LoRA training throughput", f"{s['train_tokens_per_second']:,.0f} tokens/s"),
         ("LoRA training time", f"{s['train_runtime_seconds']:.0f} s"),
         ("pipeline time (prepare, 2 evals, train)", f"{s['wall_seconds']:.0f} s"),
     ]
+    rows.append(("`llmforge demo` wall time (data, prepare, 2 evals, train)", f"{s.get('demo_seconds', 0):.0f} s"))
     if total_seconds is not None:
-        rows.append(("`make demo` wall time (install included)", f"**{total_seconds / 60:.1f} min**"))
+        rows.append(("`make demo` wall time on a fresh clone (venv install included)", f"**{total_seconds / 60:.1f} min**"))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [f"Demo results ({machine}; written by `bench/readme_results.py` from `runs/demo/summary.json`):", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
+
+
+def bench_sections() -> str:
+    results = ROOT / "bench" / "results"
+    parts = []
+    prep = results / "prepare.json"
+    if prep.exists():
+        p = json.loads(prep.read_text())
+        n = p["records"]
+        parts += ["", f"Data preparation, {n:,} synthetic Alpaca records (`bench/prepare.py`):", "",
+                  "| | seconds | records/s | vs baseline |", "|---|---|---|---|",
+                  f"| `datasets.map` tokenization (baseline) | {p['baseline_seconds']:.1f} | "
+                  f"{n / p['baseline_seconds']:,.0f} | 1.00x |",
+                  f"| `llmforge prepare` (validate, split, template, mask) | {p['cold_seconds']:.1f} | "
+                  f"{n / p['cold_seconds']:,.0f} | {p['baseline_seconds'] / p['cold_seconds']:.2f}x |",
+                  f"| `llmforge prepare`, cached | {p['cached_seconds']:.2f} | {n / p['cached_seconds']:,.0f} | "
+                  f"{p['baseline_seconds'] / p['cached_seconds']:,.0f}x |"]
+    train = results / "train_throughput.json"
+    if train.exists():
+        t = json.loads(train.read_text())
+        parts += ["", f"LoRA training, {t['records']:,} demo records, {t['epochs']} epoch, batch {t['batch']}, "
+                  f"r={t['lora_r']} (`bench/train_throughput.py`):", "",
+                  "| | wall s | real tokens/s | held-out response loss |", "|---|---|---|---|"]
+        for name, label in (("seed", "seed recipe (pad to max_length, HF Trainer)"), ("llmforge", "llmforge train")):
+            r = t[name]
+            parts.append(f"| {label} | {r['seconds']:.0f} | {r['real_tokens'] / r['seconds']:,.0f} | "
+                         f"{r['held_out_response_loss']:.3f} |")
+        parts.append(f"| **speedup** | **{t['speedup_wall']:.1f}x** | | |")
+    variants = results / "variants.md"
+    if variants.exists():
+        parts += ["", "Variants (`llmforge bench` on the demo artifacts; report.html has the plots):", "",
+                  variants.read_text().strip()]
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -48,7 +97,8 @@ def main() -> None:
     summary = json.loads((args.run_dir / "summary.json").read_text())
     provenance = json.loads((ROOT / "src/llmforge/assets/demo-base/provenance.json").read_text())
     readme = ROOT / "README.md"
-    block = f"<!-- results:start -->\n{table(summary, provenance, args.total_seconds)}\n<!-- results:end -->"
+    body = table(summary, provenance, args.total_seconds) + "\n" + bench_sections()
+    block = f"<!-- results:start -->\n{body}\n<!-- results:end -->"
     text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
     readme.write_text(text)
     print(block)
