@@ -27,9 +27,9 @@ test: install
 test-all: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
-# Rebuild the embedded demo model from scratch (tokenizer + pretraining on the stdlib, ~20 min on 2 cores).
+# Rebuild the embedded demo model from scratch (tokenizer + pretraining on the stdlib, ~70 min on 2 cores).
 demo-base: install
-	HF_HUB_OFFLINE=1 $(BIN)/llmforge build-demo-base --max-steps 700
+	HF_HUB_OFFLINE=1 $(BIN)/llmforge build-demo-base --max-steps 2400
 
 clean:
 	rm -rf runs build .pytest_cache

@@ -154,7 +154,7 @@ def demo(
 def build_demo_base(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model dir to write.")] = None,
     work_dir: Annotated[Path, typer.Option(help="Scratch dir for corpus, tokenizer, runs.")] = Path("build/demo-base"),
-    max_steps: Annotated[int, typer.Option(help="Pretraining steps (8 x 512 tokens each).")] = 700,
+    max_steps: Annotated[int, typer.Option(help="Pretraining steps (8 x 512 tokens each).")] = 2400,
 ) -> None:
     """Rebuild the embedded demo model: tokenizer + pretraining on the stdlib, all with llmforge."""
     from llmforge.demo import build_base

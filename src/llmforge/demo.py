@@ -82,7 +82,7 @@ def build_base(
     output_dir: Path,
     work_dir: Path,
     *,
-    max_steps: int = 600,
+    max_steps: int = 2400,
     preset: str = "demo",
     vocab_size: int = 8192,
     callbacks: list[Any] | None = None,

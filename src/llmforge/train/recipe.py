@@ -80,7 +80,7 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
         metric_for_best_model="eval_loss" if best else None,
         greater_is_better=False if best else None,
         save_total_limit=opts.save_total_limit,
-        gradient_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing=opts.gradient_checkpointing,
         report_to=opts.report_to or "none",
         fsdp=opts.fsdp or "",
         deepspeed=opts.deepspeed,
