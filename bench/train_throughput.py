@@ -4,7 +4,7 @@
 
 Seed recipe (the baseline): plain transformers Trainer + peft, Alpaca-style prompt text, every example padded
 to max_length by the tokenize step, `DataCollatorForLanguageModeling(mlm=False)` (so it trains on prompt and
-response tokens). llmforge: `prepare` (chat template, loss on responses only) + `train` (padding-free packing).
+response tokens). llmforge: `prepare` (chat template, loss on responses only) + `train` (default batching: length-grouped, dynamically padded on CPU).
 Both: the embedded demo base model, the same training records (stdlib docstring -> function pairs, train split),
 the same LoRA settings, epochs, learning rate, schedule and effective batch. Held-out loss is measured on the
 responses of the same test records, each model in the prompt format it was trained on.
@@ -76,7 +76,7 @@ def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path)
                                                      split=SplitConfig(column="split")),
                                      output_dir=workdir / "prepared"))
     options = TrainOptions(method="lora", epochs=EPOCHS, learning_rate=LR, batch_size=BATCH, warmup_ratio=0.05,
-                           lora=LoraOptions(r=R, alpha=ALPHA, dropout=DROPOUT), packing=True)
+                           lora=LoraOptions(r=R, alpha=ALPHA, dropout=DROPOUT))
     result = train(TrainConfig(model=ModelConfig(name_or_path="demo"), data=prepared.output_dir, train=options,
                                output_dir=workdir / "llmforge"))
     held_out = evaluate(EvalConfig(model=ModelConfig(name_or_path=str(workdir / "llmforge")),

@@ -129,9 +129,12 @@ class TrainOptions(Section):
     batch_size: int = Field(8, ge=1, description="Samples per device per step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_grad_norm: float = Field(1.0, gt=0)
-    packing: bool = Field(
-        True,
-        description="Padding-free batches (samples concatenated, attention kept within each sample).",
+    batching: Literal["auto", "packed", "grouped", "padded"] = Field(
+        "auto",
+        description="packed: samples concatenated, no padding, attention kept per sample (fastest with "
+        "flash-attention's variable-length kernels on GPUs); grouped: batches of similar lengths, padded to the "
+        "longest (fastest with SDPA, e.g. on CPU); padded: random batches padded to the longest; "
+        "auto: packed with flash_attention_2, else grouped.",
     )
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (default: each epoch).")
     save_steps: int | None = Field(

@@ -115,7 +115,7 @@ def build_base(
         model=ModelConfig(name_or_path=str(init)),
         data=prepared.output_dir,
         train=TrainOptions(method="full", max_steps=max_steps, learning_rate=3e-3, batch_size=8,
-                           warmup_ratio=0.03, weight_decay=0.1, packing=False, logging_steps=25),
+                           warmup_ratio=0.03, weight_decay=0.1, batching="padded", logging_steps=25),
         output_dir=work_dir / "pretrain",
     ), callbacks=callbacks)
     staging = output_dir.with_name(output_dir.name + ".partial")

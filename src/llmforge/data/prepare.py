@@ -25,7 +25,9 @@ from llmforge.config import DataConfig, PrepareConfig
 from llmforge.data.formats import Example, apply_columns, detect_dataset_format, normalize
 from llmforge.data.readers import RawRecord, expand_inputs, iter_records
 from llmforge.data.report import lint_report, save_length_histogram
-from llmforge.data.tokenize import Rendered, Tokenized, fit_length, render_chat, render_text, tokenize_batch
+from llmforge.data.tokenize import (
+    ChatRenderer, Rendered, Tokenized, fit_length, render_chat, render_text, tokenize_batch,
+)
 from llmforge.errors import DataError, LlmforgeError, Problem
 from llmforge.models.chat import ensure_chat_template
 from llmforge.models.loader import load_tokenizer
@@ -122,11 +124,11 @@ def _examples(cfg: DataConfig, files: list[str], state: _State) -> Iterator[Exam
             yield result
 
 
-def _render(tokenizer: Any, ex: Example, cfg: DataConfig) -> Rendered:
+def _render(tokenizer: Any, ex: Example, cfg: DataConfig, renderer: ChatRenderer) -> Rendered:
     if ex.kind == "text":
         return render_text(ex.text)
     messages = [{"role": m.role, "content": m.content} for m in ex.messages]
-    return render_chat(tokenizer, messages, cfg.train_on_inputs)
+    return render_chat(tokenizer, messages, cfg.train_on_inputs, renderer)
 
 
 class _SplitWriter:
@@ -180,8 +182,24 @@ class _SplitWriter:
             self.columns[split]["labels"].append(np.asarray(piece.labels, dtype=np.int32))
 
 
+def _arrow_table(input_ids: list[np.ndarray], labels: list[np.ndarray]) -> Any:
+    """List columns built from one flat buffer and offsets: far faster than converting row by row."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(x) for x in input_ids), dtype=np.int32, count=len(input_ids))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+
+    def column(rows: list[np.ndarray], dtype: Any) -> Any:
+        flat = np.concatenate(rows).astype(dtype) if rows else np.zeros(0, dtype=dtype)
+        return pa.ListArray.from_arrays(offsets, pa.array(flat))
+
+    mask = [np.ones(n, dtype=np.int8) for n in lengths]
+    return pa.table({"input_ids": column(input_ids, np.int32), "labels": column(labels, np.int32),
+                     "attention_mask": column(mask, np.int8)})
+
+
 def _save_splits(writer: _SplitWriter, run: RunDir) -> None:
-    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Dataset, Features, Value
 
     has_pairs = any(cols["prompt"] for cols in writer.preference.values())
     has_samples = any(cols["input_ids"] for cols in writer.columns.values())
@@ -192,15 +210,8 @@ def _save_splits(writer: _SplitWriter, run: RunDir) -> None:
             Dataset.from_dict(cols, features=Features({k: Value("string") for k in cols})).save_to_disk(
                 str(run.file(split)))
         return
-
-    features = Features({
-        "input_ids": Sequence(Value("int32")),
-        "labels": Sequence(Value("int32")),
-        "attention_mask": Sequence(Value("int8")),
-    })
     for split, cols in writer.columns.items():
-        data = {**cols, "attention_mask": [np.ones(len(ids), dtype=np.int8) for ids in cols["input_ids"]]}
-        Dataset.from_dict(data, features=features).save_to_disk(str(run.file(split)))
+        Dataset(_arrow_table(cols["input_ids"], cols["labels"])).save_to_disk(str(run.file(split)))
 
 
 def _finish_problems(state: _State, cfg: DataConfig, run: RunDir) -> None:
@@ -236,9 +247,10 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> PrepareResu
     with RunDir(cfg.output_dir, kind="prepared-dataset", command="prepare", config=cfg,
                 dataset_fingerprint=fp) as run:
         batch: list[tuple[str, Example]] = []
+        renderer = ChatRenderer(tokenizer) if tokenizer.chat_template else None
 
         def flush() -> None:
-            rendered = [_render(tokenizer, ex, cfg.data) for _, ex in batch]
+            rendered = [_render(tokenizer, ex, cfg.data, renderer) for _, ex in batch]
             for (split, ex), sample in zip(batch, tokenize_batch(tokenizer, rendered)):
                 writer.add(split, ex, sample)
             if progress:

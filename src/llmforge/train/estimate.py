@@ -28,11 +28,11 @@ def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, c
 
 
 def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
-    from transformers import DataCollatorWithFlattening
+    from llmforge.train.recipe import batching_mode, make_collator
 
     opts = cfg.train
     train_set = load_split(cfg.data, "train")
-    model, _ = load_base(cfg.model, opts)
+    model, tokenizer = load_base(cfg.model, opts)
     model.config.use_cache = False
     model = apply_method(model, opts)
     model.train()
@@ -47,7 +47,7 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
         "optimizer": sum(p.numel() * 8 for p in trainable),
         "activations": activation_bytes(model.config, p95, opts.batch_size, fp32, opts.gradient_checkpointing),
     }
-    collate = DataCollatorWithFlattening()
+    collate = make_collator(tokenizer, batching_mode(opts, cfg.model.attn_implementation))
     times = []
     rows = train_set.remove_columns(["attention_mask"])
     for step in range(measured_steps + 1):  # the first pass warms up

@@ -1,9 +1,9 @@
 """`llmforge train`: one recipe on transformers' Trainer; the method (full, LoRA) is an option of it.
 
 setup (model, data, collator) -> fit (Trainer) -> save (adapter and/or model, tokenizer, metrics, loss curve).
-Padding-free packing (`DataCollatorWithFlattening`) is the default: samples are concatenated without padding
-and position ids restart per sample, so attention never crosses a sample boundary (it needs `use_cache=False`,
-which the recipe sets).
+Batches are packed (`DataCollatorWithFlattening`: samples concatenated without padding, position ids restarting
+per sample, so attention never crosses a sample boundary; it needs `use_cache=False`, which the recipe sets) or
+grouped by length with dynamic padding; `train.batching: auto` picks what is faster for the attention kernel.
 """
 
 from __future__ import annotations
@@ -35,15 +35,23 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def make_collator(tokenizer: Any, packing: bool) -> Any:
+def batching_mode(opts: TrainOptions, attn_implementation: str) -> str:
+    if opts.batching != "auto":
+        return opts.batching
+    # Measured on CPU (SDPA): grouped batches train ~1.5x faster per token than packed ones, whose block-diagonal
+    # mask wastes attention compute; flash-attention's varlen kernels make packing the better choice on GPUs.
+    return "packed" if attn_implementation == "flash_attention_2" else "grouped"
+
+
+def make_collator(tokenizer: Any, mode: str) -> Any:
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    if packing:
+    if mode == "packed":
         return DataCollatorWithFlattening()
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
-def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> Any:
+def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mode: str = "padded") -> Any:
     from transformers import TrainingArguments
 
     device = default_device()
@@ -86,7 +94,8 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool) -> 
         deepspeed=opts.deepspeed,
         seed=opts.seed,
         data_seed=opts.seed,
-        train_sampling_strategy="random" if opts.shuffle else "sequential",
+        train_sampling_strategy=("group_by_length" if mode == "grouped" else "random") if opts.shuffle
+        else "sequential",
         ddp_backend="gloo" if device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -166,6 +175,7 @@ def train(
                 dataset_fingerprint=fingerprint, keep_partial=resume or launched) as run:
         start_from = _resume_point(run, resume)
         guard = Guard()
+        mode = batching_mode(cfg.train, cfg.model.attn_implementation)
         if cfg.train.early_stopping_patience:
             from transformers import EarlyStoppingCallback
 
@@ -178,9 +188,9 @@ def train(
             extra = {"teacher": teacher, "alpha": cfg.train.distill.alpha,
                      "temperature": cfg.train.distill.temperature}
         trainer = trainer_cls(
-            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0),
+            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, mode),
             train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
-            data_collator=make_collator(tokenizer, cfg.train.packing), processing_class=tokenizer,
+            data_collator=make_collator(tokenizer, mode), processing_class=tokenizer,
             callbacks=[guard, *(callbacks or [])], **extra,
         )
         if callbacks:  # the caller shows progress; drop the Trainer's own printing of log dicts
