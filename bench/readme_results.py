@@ -51,7 +51,9 @@ def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
     if total_seconds is not None:
         rows.append(("`make demo` wall time on a fresh clone (venv install included)", f"**{total_seconds / 60:.1f} min**"))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = [f"Demo results ({machine}; written by `bench/readme_results.py` from `runs/demo/summary.json`):", "",
+    lines = [f"Demo results ({machine}; written by `bench/readme_results.py` from `runs/demo/summary.json`"
+             + (", the run of a fresh clone's `make demo`, pip cache warm" if total_seconds is not None else "")
+             + "):", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
 
