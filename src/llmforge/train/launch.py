@@ -23,8 +23,9 @@ from llmforge.train.recipe import TrainResult, train
 def launch(cfg: TrainConfig, nproc: int, resume: bool = False) -> TrainResult:
     if nproc < 1:
         raise LlmforgeError(f"--nproc must be at least 1, got {nproc}")
-    if not resume:  # create a fresh `<output>.partial/`, which every rank joins
-        RunDir(cfg.output_dir, kind="model", command="train", config=cfg).__enter__()
+    if not resume:  # create a fresh `<output>.partial/`, which every rank joins (rank 0 publishes it)
+        with RunDir(cfg.output_dir, kind="model", command="train", config=cfg):
+            pass
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg.model_dump(mode="json"), f)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
