@@ -143,11 +143,11 @@ class _SplitWriter:
         self.truncated = 0
         self.chunked = 0
 
-    def add_preference(self, split: str, ex: Example, tokenizer: Any) -> None:
+    def add_preference(self, split: str, ex: Example, tokenizer: Any, render: ChatRenderer) -> None:
         """Kept as text in TRL's preference format: the prompt rendered up to the assistant's turn."""
         messages = [{"role": m.role, "content": m.content} for m in ex.messages]
         cols = self.preference[split]
-        cols["prompt"].append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        cols["prompt"].append(render(messages, add_generation_prompt=True))
         cols["chosen"].append(ex.chosen + (tokenizer.eos_token or ""))
         cols["rejected"].append(ex.rejected + (tokenizer.eos_token or ""))
 
@@ -274,7 +274,7 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> PrepareResu
             split_counts[split] += 1
             kinds[ex.kind] += 1
             if ex.kind == "preference":
-                writer.add_preference(split, ex, tokenizer)
+                writer.add_preference(split, ex, tokenizer, renderer or ChatRenderer(tokenizer))
                 continue
             batch.append((split, ex))
             if len(batch) >= BATCH:

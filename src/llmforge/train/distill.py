@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from llmforge.errors import LlmforgeError
-
-IGNORE = -100
+from llmforge.eval.metrics import IGNORE
 
 
 def distill_loss(

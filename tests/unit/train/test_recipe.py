@@ -60,11 +60,15 @@ def test_method_lowers_held_out_loss(method: str, tiny_model_dir: Path, prepared
 def test_merged_lora_equals_adapter(tiny_model_dir: Path, prepared: Path, tmp_path: Path) -> None:
     _train(str(tiny_model_dir), prepared, tmp_path / "run", method="lora", merge=True, epochs=1)
     manifest = read_manifest(tmp_path / "run")
-    adapter, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "run" / "adapter")))
-    merged, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "run" / manifest["model_dir"])))
+    _assert_same_logits(tmp_path / "run" / "adapter", tmp_path / "run" / manifest["model_dir"])
+
+
+def _assert_same_logits(a: Path, b: Path) -> None:
+    first, _ = load_model(ModelConfig(name_or_path=str(a)))
+    second, _ = load_model(ModelConfig(name_or_path=str(b)))
     ids = torch.tensor([[1, 5, 9, 30, 44, 2]])
     with torch.no_grad():
-        torch.testing.assert_close(adapter(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(first(ids).logits, second(ids).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_packed_samples_do_not_attend_to_each_other(tiny_model_dir: Path) -> None:
@@ -164,11 +168,7 @@ def test_merge_command_output_equals_adapter(tiny_model_dir: Path, prepared: Pat
 
     _train(str(tiny_model_dir), prepared, tmp_path / "run", method="lora", epochs=1, learning_rate=2e-2)
     merge(tmp_path / "run", tmp_path / "merged")
-    adapter, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "run")))
-    merged, _ = load_model(ModelConfig(name_or_path=str(tmp_path / "merged")))
-    ids = torch.tensor([[1, 5, 9, 30, 44, 2]])
-    with torch.no_grad():
-        torch.testing.assert_close(adapter(ids).logits, merged(ids).logits, rtol=1e-4, atol=1e-4)
+    _assert_same_logits(tmp_path / "run", tmp_path / "merged")
     assert read_manifest(tmp_path / "merged")["parents"][0]["kind"] == "model"
 
 
