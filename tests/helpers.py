@@ -29,3 +29,27 @@ def qa_records(n: int = 120) -> list[dict]:
         words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
         out.append({"input": "reverse: " + " ".join(words), "output": " ".join(reversed(words)), "id": i})
     return out
+
+
+FRESH_GENERATE = """
+import json, sys, torch
+from llmforge.config import ModelConfig
+from llmforge.models.loader import load_model
+model, tok = load_model(ModelConfig(name_or_path=sys.argv[1]))
+ids = tok("reverse: alpha beta", return_tensors="pt")["input_ids"]
+out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
+                     do_sample=False, pad_token_id=tok.pad_token_id)
+print(json.dumps(out[0, ids.shape[1]:].tolist()))
+"""
+
+
+def generate_in_fresh_process(model: str | Path) -> list[int]:
+    """Load `model` with llmforge in a new interpreter and greedily generate 6 tokens: the artifact stands alone."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", FRESH_GENERATE, str(model)], capture_output=True, text=True,
+                            timeout=300)
+    if result.returncode != 0:
+        raise AssertionError(f"loading {model} in a fresh process failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,8 +2,8 @@
 
 Public Python API (each a typed config in, a result with its run directory out):
 
-    from llmforge import PrepareConfig, TrainConfig, EvalConfig, PipelineConfig, load_config
-    from llmforge import prepare, train, evaluate, run, load
+    from llmforge import PrepareConfig, TrainConfig, EvalConfig, CompressConfig, ExportConfig, PipelineConfig, load_config
+    from llmforge import prepare, train, evaluate, compress, export, serve, run, load
 
 Importing llmforge loads no model and imports no heavy library until one of these is called.
 """
@@ -18,6 +18,10 @@ _API = {
     "prepare": ("llmforge.data.prepare", "prepare"),
     "train": ("llmforge.train.recipe", "train"),
     "evaluate": ("llmforge.eval.runner", "evaluate"),
+    "compress": ("llmforge.compress.runner", "compress"),
+    "export": ("llmforge.export.runner", "export"),
+    "serve": ("llmforge.serve.server", "serve"),
+    "ServeSettings": ("llmforge.serve.settings", "ServeSettings"),
     "run": ("llmforge.pipeline", "run"),
     "load": ("llmforge.models.loader", "load_model"),
     "load_config": ("llmforge.config", "load_config"),
@@ -25,6 +29,8 @@ _API = {
     "PrepareConfig": ("llmforge.config", "PrepareConfig"),
     "TrainConfig": ("llmforge.config", "TrainConfig"),
     "EvalConfig": ("llmforge.config", "EvalConfig"),
+    "CompressConfig": ("llmforge.config", "CompressConfig"),
+    "ExportConfig": ("llmforge.config", "ExportConfig"),
 }
 
 __all__ = [*_API, "__version__"]

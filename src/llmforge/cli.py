@@ -12,7 +12,7 @@ from llmforge.config import PipelineConfig, load_config, stage_dirs
 from llmforge.errors import LlmforgeError
 
 app = typer.Typer(
-    help="llmforge: prepare, fine-tune, evaluate (and soon compress, export, serve) language models.",
+    help="llmforge: prepare, fine-tune, evaluate, compress, export and serve language models.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich",
 )
 
@@ -118,6 +118,121 @@ def evaluate(
     with progress_bar("scoring") as advance:
         result = run_eval(ecfg, progress=advance)
     show_metrics("evaluation", result.metrics, result.output_dir)
+
+
+@app.command()
+def compress(
+    config: ConfigArg = None,
+    model: ModelOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset: calibration and quality.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="quantize | prune (default: the config's compress list).")]
+    = None,
+    scheme: Annotated[Optional[str], typer.Option(help="Quantization scheme, e.g. int8-dynamic, bf16.")] = None,
+    prune: Annotated[Optional[str], typer.Option(help="structured | magnitude | random | gradual")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(help="Share of block weights to remove.")] = None,
+    recovery: Annotated[Optional[str], typer.Option(help="none | lora | full | distill (after pruning)")] = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Quantize or prune a model; each variant's size and quality are measured against its parent."""
+    from llmforge.compress.runner import compress as run_compress
+    from llmforge.config import CompressConfig, CompressOptions, validate
+    from llmforge.ui import console, show, show_metrics, table, train_progress
+
+    from llmforge.config import apply_overrides
+
+    # `--set compress.<key>=v` applies to every variant; other keys to the pipeline config.
+    ours = [o.removeprefix("compress.") for o in set_ or [] if o.startswith("compress.")]
+    cfg = _config(config, [o for o in set_ or [] if not o.startswith("compress.")], model__name_or_path=model)
+    dirs = stage_dirs(cfg)
+    if method or scheme or prune:
+        raw = {"method": method or ("prune" if prune else "quantize"), "quantize": {"scheme": scheme} if scheme else {},
+               "prune": {k: v for k, v in {"method": prune, "sparsity": sparsity, "recovery": recovery}.items() if v}}
+        raws = [raw]
+    else:
+        raws = [v.model_dump(mode="json") for v in cfg.compress] or [{}]
+    variants = [validate(CompressOptions, apply_overrides(r, ours), "compress flags") for r in raws]
+    parent = model or (str(dirs["train"]) if (dirs["train"] / "manifest.json").is_file() else cfg.model.name_or_path)
+    prepared = data or (dirs["prepare"] if (dirs["prepare"] / "manifest.json").is_file() else None)
+    for opts in variants:
+        out = output if output and len(variants) == 1 else dirs["compress"] / opts.variant_name()
+        ccfg = CompressConfig(model=cfg.model.model_copy(update={"name_or_path": parent}), data=prepared,
+                              compress=opts, output_dir=out)
+        result = run_compress(ccfg, callbacks=[train_progress()], stage=lambda s: console.rule(f"[bold]{s}"))
+        show_metrics(f"compress: {opts.variant_name()}", result.metrics, result.output_dir)
+        if "layer_sparsity" in result.metrics:
+            show(table("zeroed share of each layer's weights", [{"layer": k, "sparsity": v} for k, v in
+                                                                 result.metrics["layer_sparsity"].items()]))
+
+
+@app.command("export")
+def export_command(
+    config: ConfigArg = None,
+    model: ModelOpt = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset: parity prompts, calibration.")]
+    = None,
+    format: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="onnx | onnx-int8 | "
+                      "onnx-int8-static | gguf-f16 | gguf-q8_0 | gguf-q4_0 | tensorrt-fp16 ... (repeatable)")] = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write ONNX (KV cache), GGUF (llama.cpp, Ollama) or TensorRT; check each against PyTorch (parity)."""
+    from llmforge.config import ExportConfig, validate
+    from llmforge.export.runner import export as run_export
+    from llmforge.ui import console, show_export
+
+    cfg = _config(config, set_, model__name_or_path=model, export__formats=format)
+    dirs = stage_dirs(cfg)
+    parent = model or (str(dirs["train"]) if (dirs["train"] / "manifest.json").is_file() else cfg.model.name_or_path)
+    prepared = data or (dirs["prepare"] if (dirs["prepare"] / "manifest.json").is_file() else None)
+    options = cfg.export if cfg.export.formats else ExportConfig().export
+    ecfg = validate(ExportConfig, {"model": {**cfg.model.model_dump(mode="json"), "name_or_path": parent},
+                                   "data": prepared, "export": options.model_dump(mode="json"),
+                                   "output_dir": output or dirs["export"]}, "export")
+    result = run_export(ecfg, stage=lambda s: console.rule(f"[bold]{s}"))
+    show_export(result.metrics, result.output_dir)
+
+
+@app.command("serve")
+def serve_command(
+    models: Annotated[list[str], typer.Argument(help="Model(s) to serve: run dir, model dir, ONNX export, 'demo'.")],
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", envvar="LLMFORGE_API_KEY",
+                       help="Bearer key(s) clients must send (repeatable; or LLMFORGE_API_KEY).")] = None,
+    served_model_name: Annotated[Optional[list[str]], typer.Option("--served-model-name",
+                                 help="Name clients use in `model` (one per model; default: the reference).")]
+    = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="Context length (prompt + completion).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
+    from llmforge.config import apply_overrides, validate
+    from llmforge.serve.server import serve
+    from llmforge.serve.settings import ServeSettings
+
+    base = ServeSettings.for_models(models, served_model_name, host=host, port=port, api_keys=api_key or [],
+                                    max_model_len=max_model_len)
+    serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
+
+
+@app.command("loadtest")
+def loadtest_command(
+    url: Annotated[str, typer.Argument(help="Server base URL, e.g. http://127.0.0.1:8000")],
+    requests: Annotated[int, typer.Option(help="Requests to send in all.")] = 64,
+    concurrency: Annotated[int, typer.Option(help="Clients sending at once.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per reply (eos ignored, so every reply is this long).")]
+    = 32,
+    api_key: Annotated[Optional[str], typer.Option(envvar="LLMFORGE_API_KEY", help="Bearer key.")] = None,
+    stream: Annotated[bool, typer.Option(help="Stream replies (measures time to first token).")] = True,
+    model: Annotated[Optional[str], typer.Option(help="Model name (default: the first the server lists).")] = None,
+) -> None:
+    """Load a running server: TTFT, TPOT, end-to-end p50/p95/p99, requests/s, tokens/s, errors by status."""
+    from llmforge.serve.loadtest import loadtest
+    from llmforge.ui import show_loadtest
+
+    show_loadtest(loadtest(url, requests, concurrency, max_tokens=max_tokens, api_key=api_key, stream=stream,
+                           model=model))
 
 
 @app.command()

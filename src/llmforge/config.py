@@ -198,6 +198,96 @@ class EvalOptions(Section):
     )
 
 
+class QuantizeOptions(Section):
+    scheme: Literal[
+        "int8-dynamic", "int8-weight-only", "int8-static", "fp16", "bf16", "nf4", "bnb-int8", "int4-weight-only"
+    ] = Field(
+        "int8-dynamic",
+        description="int8-dynamic: int8 weights, activations quantized per batch (the fastest int8 on CPU); "
+        "int8-weight-only: int8 weights, float activations; int8-static: weights and activations calibrated on "
+        "training samples, for ONNX Runtime (QDQ); fp16/bf16: half-precision copies; nf4/bnb-int8 "
+        "(bitsandbytes) and int4-weight-only (torchao): CUDA only.",
+    )
+    kernel: Literal["auto", "torch", "torchao"] = Field(
+        "auto", description="Kernels for int8 in PyTorch: torch (torch.ao / int8pack), torchao (the 'torchao' "
+        "extra); auto picks what bench/compress.py measured faster on CPU (torch).",
+    )
+    smoothquant: float | None = Field(
+        0.5, ge=0, le=1, description="int8-dynamic: SmoothQuant migration strength alpha, calibrated on training "
+        "samples (needs data); null turns it off.",
+    )
+
+
+class PruneOptions(Section):
+    method: Literal["structured", "magnitude", "random", "gradual"] = Field(
+        "structured",
+        description="structured: remove MLP channels and attention heads (a smaller model); magnitude / random: "
+        "zero the smallest / random weights (same size and speed: dense zeros); gradual: magnitude pruning over "
+        "`steps` stages with fine-tuning in between.",
+    )
+    sparsity: float = Field(
+        0.25, gt=0, lt=1, description="Share of the transformer blocks' linear weights to remove (or zero); "
+        "embeddings and norms are kept.",
+    )
+    scope: Literal["global", "layer"] = Field(
+        "global", description="Unstructured: rank weights across all layers (global) or within each layer.")
+    importance: Literal["activation", "magnitude"] = Field(
+        "activation", description="Structured: rank channels and heads by their activations on calibration "
+        "samples times their output weights, or by weight norms alone.",
+    )
+    heads: bool = Field(
+        False, description="Structured: also remove attention heads, where GQA groups allow it. Off by default: "
+        "a head is a large, coarse unit (half the heads of the demo model's GQA groups), and bench/compress.py "
+        "measured it costing far more quality per removed weight than MLP channels.",
+    )
+    steps: int = Field(4, ge=1, description="Gradual: pruning stages (cubic schedule), each followed by fine-tuning.")
+    recovery: Literal["none", "lora", "full", "distill"] = Field(
+        "none", description="Fine-tune after pruning to recover quality: LoRA (merged), full, or distillation "
+        "from the unpruned parent; uses `train` (its method is set by this).",
+    )
+    train: TrainOptions = Field(
+        default_factory=lambda: TrainOptions(method="full", max_steps=150, learning_rate=5e-4, warmup_ratio=0.05),
+        description="Training options for recovery and gradual fine-tuning.",
+    )
+
+
+class CompressOptions(Section):
+    name: str | None = Field(None, description="Variant name (default: the scheme, or prune method and share).")
+    method: Literal["quantize", "prune"] = Field("quantize", description="Quantize, or prune.")
+    quantize: QuantizeOptions = Field(default_factory=QuantizeOptions)
+    prune: PruneOptions = Field(default_factory=PruneOptions)
+    calibration_samples: int = Field(
+        64, ge=1, description="Training samples for calibration (activation ranks, static int8 ranges).")
+    quality_samples: int = Field(200, ge=1, description="Held-out samples for perplexity, KL and top-1 agreement.")
+    generate_samples: int = Field(16, ge=0, description="Held-out prompts answered by parent and variant (ROUGE).")
+    max_new_tokens: int = Field(64, ge=1, description="Longest generated answer for the ROUGE comparison.")
+
+    def variant_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.method == "quantize":
+            return self.quantize.scheme
+        return f"{self.prune.method}-{round(self.prune.sparsity * 100)}"
+
+
+ExportFormat = Literal[
+    "onnx", "onnx-int8", "onnx-int8-static", "gguf-f32", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q5_1",
+    "gguf-q5_0", "gguf-q4_1", "gguf-q4_0", "tensorrt-fp16", "tensorrt-int8",
+]
+
+
+class ExportOptions(Section):
+    formats: list[ExportFormat] = Field(
+        default_factory=list,
+        description="Formats to write: onnx (fp32, KV cache), onnx-int8 (ONNX Runtime dynamic int8), "
+        "onnx-int8-static (calibrated QDQ), gguf-<type> (llama.cpp / Ollama), tensorrt-fp16/int8 (CUDA).",
+    )
+    parity_prompts: int = Field(8, ge=1, description="Prompts for the parity check (held-out prompts with data).")
+    parity_tokens: int = Field(32, ge=1, description="Greedy tokens compared per prompt.")
+    calibration_samples: int = Field(64, ge=1, description="Training samples calibrating onnx-int8-static.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes in the parity check.")
+
+
 class PipelineConfig(Section):
     """The full form: `llmforge run config.yaml`. Stage commands read the sections they need."""
 
@@ -207,6 +297,12 @@ class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     eval: EvalOptions = Field(default_factory=EvalOptions)
+    compress: list[CompressOptions] = Field(
+        default_factory=list, description="Compressed variants made from the fine-tuned model, each measured."
+    )
+    export: ExportOptions = Field(
+        default_factory=ExportOptions, description="Deployment formats of the fine-tuned model, parity-checked."
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -332,7 +428,29 @@ def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
         "train": out / "train",
         "eval_base": out / "eval-base",
         "eval_finetuned": out / "eval-finetuned",
+        "compress": out / "compress",
+        "export": out / "export",
     }
+
+
+class CompressConfig(Section):
+    """`llmforge compress`: a smaller or faster variant of a model, with its quality measured against it."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The parent model (adapters are merged).")
+    data: Path | None = Field(
+        None, description="Prepared dataset: calibration from its train split, quality on `split`.")
+    split: Literal["train", "validation", "test"] = Field("test", description="Split the quality is measured on.")
+    compress: CompressOptions = Field(default_factory=CompressOptions)
+    output_dir: Path = Field(Path("runs/compress"))
+
+
+class ExportConfig(Section):
+    """`llmforge export`: the model in the formats users deploy, each proven to behave like the original."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="A full model (merge adapters first).")
+    data: Path | None = Field(None, description="Prepared dataset: parity prompts and static int8 calibration.")
+    export: ExportOptions = Field(default_factory=lambda: ExportOptions(formats=["onnx", "onnx-int8", "gguf-f16"]))
+    output_dir: Path = Field(Path("runs/export"))
 
 
 class BenchOptions(Section):

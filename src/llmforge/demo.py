@@ -19,7 +19,8 @@ from typing import Any
 
 from llmforge.artifacts import write_atomic, write_json
 from llmforge.config import (
-    DataConfig, EvalOptions, ModelConfig, PipelineConfig, PrepareConfig, SplitConfig, TrainConfig, TrainOptions,
+    CompressOptions, DataConfig, EvalOptions, ExportOptions, ModelConfig, PipelineConfig, PrepareConfig,
+    PruneOptions, QuantizeOptions, SplitConfig, TrainConfig, TrainOptions,
 )
 from llmforge.data.sources import docstring_function_records, module_split, stdlib_text_records
 
@@ -61,6 +62,12 @@ def demo_config(output_dir: Path = Path("runs/demo"), data: Path | None = None) 
         ),
         eval=EvalOptions(split="test", batch_size=16, max_samples=400, generate_samples=48, max_new_tokens=160,
                          syntax="python"),
+        compress=[
+            CompressOptions(name="int8", method="quantize", quantize=QuantizeOptions(scheme="int8-dynamic")),
+            CompressOptions(name="pruned-25", method="prune",
+                            prune=PruneOptions(method="structured", sparsity=0.25, recovery="full")),
+        ],
+        export=ExportOptions(formats=["onnx", "onnx-int8", "gguf-q8_0"]),
     )
 
 
@@ -73,9 +80,23 @@ def run_demo(cfg: PipelineConfig, hooks: Any = None) -> dict[str, Any]:
         hooks.stage("demo data")
     records = write_demo_dataset(Path(cfg.data.path[0]))
     summary = run(cfg, hooks)
+    if hooks is not None:
+        hooks.stage("serve")
+    summary["serve"] = serve_demo(cfg)
+    summary["api_p50_latency_ms"] = summary["serve"]["p50_latency_ms"]
     summary.update(demo_records=records, demo_seconds=time.perf_counter() - started)
     write_json(cfg.output_dir / "summary.json", summary)
     return summary
+
+
+def serve_demo(cfg: PipelineConfig) -> dict[str, Any]:
+    """Serve the fine-tuned model, ask it one held-out instruction with the openai client, shut it down."""
+    from llmforge.config import stage_dirs
+    from llmforge.serve.check import serve_check
+
+    held_out = next(json.loads(line) for line in Path(cfg.data.path[0]).read_text(encoding="utf-8").splitlines()
+                    if json.loads(line)["split"] == "test")
+    return serve_check(stage_dirs(cfg)["train"], held_out["input"], log=cfg.output_dir / "serve.log")
 
 
 def build_base(

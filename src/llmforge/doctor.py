@@ -14,6 +14,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "gguf": ("gguf",),
     "llamacpp": ("llama_cpp",),
     "gpu": ("bitsandbytes",),
+    "torchao": ("torchao",),
+    "tensorrt": ("tensorrt",),
     "deepspeed": ("deepspeed",),
     "serve": ("fastapi", "uvicorn", "prometheus_client", "openai"),
     "eval": ("rouge_score",),

@@ -1,4 +1,5 @@
-"""`llmforge run`: the whole pipeline from one config: prepare -> eval base -> train -> eval fine-tuned."""
+"""`llmforge run`: the whole pipeline from one config: prepare -> eval base -> train -> eval fine-tuned ->
+compress (each variant of `compress:`, measured against the fine-tuned model)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmforge.artifacts import write_json
-from llmforge.config import EvalConfig, ModelConfig, PipelineConfig, PrepareConfig, TrainConfig, stage_dirs
+from llmforge.config import CompressConfig, EvalConfig, ExportConfig, ModelConfig, PipelineConfig, PrepareConfig, TrainConfig, stage_dirs
 from llmforge.data.prepare import PrepareResult, prepare
 from llmforge.eval.runner import EvalResult, evaluate
 from llmforge.train.recipe import TrainResult, train
@@ -61,12 +62,55 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         "samples": prepared.report["samples"],
         "stage_seconds": timings,
         "wall_seconds": time.perf_counter() - started,
-        "artifacts": {name: str(path) for name, path in dirs.items()},
+        "artifacts": {name: str(dirs[name]) for name in ("prepare", "eval_base", "train", "eval_finetuned")},
     }
+    if cfg.compress:
+        summary["compression"] = timed("compress", lambda: compress_variants(cfg, hooks))
+        summary["size_reduction"] = 1 - min(v["size_ratio"] for v in summary["compression"].values())
+        summary["artifacts"].update({f"compress {n}": str(dirs["compress"] / n) for n in summary["compression"]})
+    if cfg.export.formats:
+        summary["export"] = timed("export", lambda: export_model(cfg, hooks))
+        summary["artifacts"]["export"] = str(dirs["export"])
     if cfg.eval.generate_samples:
         summary["generation"] = {"base": _answer_metrics(base.metrics), "finetuned": _answer_metrics(tuned.metrics)}
     write_json(cfg.output_dir / "summary.json", summary)
     return summary
+
+
+COMPRESSION_KEYS = ("size_bytes", "size_ratio", "parameters", "parameter_reduction", "perplexity",
+                    "parent_perplexity", "perplexity_change", "kl_divergence", "top1_agreement", "rougeL",
+                    "rougeL_vs_parent")
+
+
+def compress_variants(cfg: PipelineConfig, hooks: Hooks) -> dict[str, dict[str, Any]]:
+    """Each `compress:` variant of the fine-tuned model, in its own run directory; their headline numbers."""
+    from llmforge.compress.runner import compress
+
+    dirs = stage_dirs(cfg)
+    model = ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])})
+    results = {}
+    for opts in cfg.compress:
+        name = opts.variant_name()
+        result = compress(CompressConfig(model=model, data=dirs["prepare"], compress=opts,
+                                         output_dir=dirs["compress"] / name),
+                          callbacks=hooks.train_callbacks(), stage=hooks.stage)
+        results[name] = {k: result.metrics[k] for k in COMPRESSION_KEYS if k in result.metrics}
+    return results
+
+
+def export_model(cfg: PipelineConfig, hooks: Hooks) -> dict[str, Any]:
+    """The fine-tuned model in `export.formats`, each with its parity result."""
+    from llmforge.export.runner import export
+
+    dirs = stage_dirs(cfg)
+    model = ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])})
+    result = export(ExportConfig(model=model, data=dirs["prepare"], export=cfg.export, output_dir=dirs["export"]),
+                    stage=hooks.stage)
+    keep = ("bytes", "max_abs_logits_diff", "top1_agreement", "greedy_identical", "tokenization_identical",
+            "passed", "llama_cpp")
+    formats = {fmt: {k: m[k] for k in keep if k in m} for fmt, m in result.metrics["formats"].items()}
+    return {"parity_prompts": result.metrics["parity_prompts"], "parity_tokens": result.metrics["parity_tokens"],
+            "formats": formats}
 
 
 _ANSWER_KEYS = ("generated_samples", "rouge1", "rouge2", "rougeL", "exact_match", "syntax_valid",

@@ -137,11 +137,53 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
         gen = summary["generation"]
         rows = [{"metric": k, "base": gen["base"][k], "fine-tuned": gen["finetuned"].get(k)} for k in gen["base"]]
         show(table(f"answers to {gen['base'].get('generated_samples', 0)} held-out prompts", rows))
+    if "compression" in summary:
+        rows = [{"variant": name, "size MB": v["size_bytes"] / 1e6, "size": f"{v['size_ratio']:.0%}",
+                 "perplexity": v.get("perplexity"), "vs parent": v.get("perplexity_change"),
+                 "KL": v.get("kl_divergence"), "top-1 agree": v.get("top1_agreement")}
+                for name, v in summary["compression"].items()]
+        show(table("compressed variants (against the fine-tuned model)", rows))
+    if "export" in summary:
+        show(table("exported formats (parity against PyTorch)", export_rows(summary["export"])))
+    if "serve" in summary:
+        served = summary["serve"]
+        Console().print(f"[bold]served[/] (openai client) -> {served['prompt'][:200]!r}")
+        Console().print(served["reply"], highlight=False, markup=False)
+        Console().print(f"p50 latency of a {served['latency_tokens']}-token reply: {served['p50_latency_ms']:.0f} ms; "
+                        f"server exit on SIGTERM: {'clean' if served['clean_shutdown'] else served['exit_code']}")
     from llmforge.eval.success import success_check
 
     show(table("success check", success_check(summary)))
     for name, path in summary["artifacts"].items():
         Console().print(f"  {name:>15}: {path}")
+
+
+def export_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for fmt, m in metrics["formats"].items():
+        rows.append({"format": fmt, "size MB": m["bytes"] / 1e6, "max |Δ logits|": m.get("max_abs_logits_diff"),
+                     "top-1 agree": m.get("top1_agreement"), "greedy identical": m.get("greedy_identical"),
+                     "tokens identical": m.get("tokenization_identical"),
+                     "parity": {True: "pass", False: "FAIL", None: "not measured"}[m.get("passed")]})
+    return rows
+
+
+def show_export(metrics: dict[str, Any], output_dir: Any) -> None:
+    show(table(f"export: {output_dir} (parity on {metrics['parity_prompts']} prompts, "
+               f"{metrics['parity_tokens']} greedy tokens)", export_rows(metrics)))
+    for fmt, m in metrics["formats"].items():
+        if m.get("llama_cpp"):
+            Console().print(f"  {fmt}: llama.cpp {m['llama_cpp']}")
+
+
+def show_loadtest(report: dict[str, Any]) -> None:
+    rows = [{"latency": name, **{q: report[key][q] * 1e3 for q in ("p50", "p95", "p99")}}
+            for name, key in (("time to first token (ms)", "ttft_s"), ("time per output token (ms)", "tpot_s"),
+                              ("end to end (ms)", "e2e_s")) if report.get(key)]
+    show(table(f"{report['model']} at {report['url']}: {report['requests']} requests, concurrency "
+               f"{report['concurrency']}, {report['max_tokens']} tokens each", rows))
+    Console().print(f"completed {report['completed']}   requests/s {report['requests_per_s']:.2f}   "
+                    f"output tokens/s {report['output_tokens_per_s']:,.0f}   errors {report['errors'] or 'none'}")
 
 
 def show_doctor(report: dict[str, Any]) -> None:

@@ -45,9 +45,37 @@ def machine_read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return x.numel() * 4 / min(times)
 
 
+def stored_weights(model: Any) -> tuple[int, int]:
+    """(weights, bytes) a model holds: parameters, persistent buffers (int8 weights and scales) and the packed
+    weights of torch.ao quantized layers. Tied weights count once, as they are stored."""
+    seen: set[int] = set()
+    alive: list[torch.Tensor] = []  # keep temporaries referenced so that their ids stay unique
+    count = size = 0
+    for module in model.modules():
+        if getattr(module, "shares_input_embedding", False):  # an int8 lm_head tied to the embedding
+            continue
+        tensors = [(t, True) for t in module.parameters(recurse=False)]
+        tensors += [(b, not n.endswith("_scale")) for n, b in module.named_buffers(recurse=False)
+                    if n not in module._non_persistent_buffers_set]  # scales are bytes, not weights
+        packed = getattr(module, "_packed_params", None)
+        if packed is not None and callable(getattr(module, "weight", None)):
+            weight = module.weight()  # the int8 tensor behind fbgemm's packed form
+            tensors.append((weight.int_repr(), True))
+            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                tensors.append((weight.q_per_channel_scales().float(), False))
+        for t, is_weight in tensors:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            alive.append(t)
+            count += t.numel() if is_weight else 0
+            size += t.numel() * t.element_size()
+    return count, size
+
+
 def weight_bytes(model: Any) -> int:
     """Bytes of weights read to decode one token (tied embeddings are counted once, as they are stored)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    return stored_weights(model)[1]
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import torch
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
-    from llmforge.bench.measure import measure, weight_bytes
+    from llmforge.bench.measure import measure, stored_weights
     from llmforge.config import BenchOptions, ModelConfig
     from llmforge.models.loader import load_model
 
@@ -23,8 +23,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     load_seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "name": job["name"], "model": job["model"], "load_seconds": load_seconds,
-        "parameters": sum(p.numel() for p in model.parameters()), "weight_bytes": weight_bytes(model),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "parameters": stored_weights(model)[0], "weight_bytes": stored_weights(model)[1],
+        "dtype": _dtype(model),
         **measure(model, len(tokenizer), opts),
     }
     if job.get("data"):
@@ -37,6 +37,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     if torch.cuda.is_available():
         result["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
     return result
+
+
+def _dtype(model: Any) -> str:
+    quantization = getattr(model.config, "quantization", None)  # llmforge int8 artifacts
+    if quantization:
+        return f"int{quantization['bits']} ({quantization['activations']} activations)"
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 if __name__ == "__main__":

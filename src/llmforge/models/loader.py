@@ -100,8 +100,12 @@ def load_model(
     """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel."""
     from transformers import AutoModelForCausalLM
 
-    device = device or default_device()
+    from llmforge.compress.int8 import is_int8_dir
+
     resolved = resolve_model(cfg.name_or_path)
+    if resolved.adapter is None and is_int8_dir(Path(resolved.path)):
+        return _load_int8(cfg, Path(resolved.path), device or torch.device("cpu"))
+    device = device or default_device()
     dtype = default_dtype(cfg.dtype, device)
     extra: dict[str, Any] = {}
     if quantization_config is not None:  # quantized weights are placed by their loader, not moved afterwards
@@ -122,3 +126,13 @@ def load_model(
         model.to(device)
     model.eval()
     return model, load_tokenizer(cfg)
+
+
+def _load_int8(cfg: ModelConfig, path: Path, device: torch.device) -> tuple[Any, Any]:
+    """llmforge int8 artifacts run on CPU int8 kernels (see llmforge.compress.int8)."""
+    from llmforge.compress.int8 import load_int8
+    from llmforge.compress.quantize import DEFAULT_CPU_KERNEL
+
+    if device.type != "cpu":
+        raise LlmforgeError(f"{path} is an llmforge int8 model for CPU kernels; load it on the CPU (device cpu)")
+    return load_int8(path, DEFAULT_CPU_KERNEL), load_tokenizer(cfg)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from llmforge.compress.structured import keep_channels, mlp_importance
 from llmforge.errors import LlmforgeError
 from llmforge.eval.metrics import IGNORE
 
@@ -49,16 +50,6 @@ class DistillTrainer(Trainer):  # type: ignore[misc]
         return (loss, outputs) if return_outputs else loss
 
 
-def _keep_channels(mlp: Any, keep: torch.Tensor) -> None:
-    """Shrink a Llama-style MLP (gate/up: (I, H), down: (H, I)) to the intermediate channels in `keep`."""
-    for name in ("gate_proj", "up_proj"):
-        layer = getattr(mlp, name)
-        layer.weight = torch.nn.Parameter(layer.weight.data[keep].clone())
-        layer.out_features = len(keep)
-    mlp.down_proj.weight = torch.nn.Parameter(mlp.down_proj.weight.data[:, keep].clone())
-    mlp.down_proj.in_features = len(keep)
-
-
 def derive_student(teacher: Any, layers: int | None, intermediate_size: int | None) -> Any:
     """A smaller copy of a Llama-style teacher, initialised from its weights."""
     config = teacher.config
@@ -77,9 +68,8 @@ def derive_student(teacher: Any, layers: int | None, intermediate_size: int | No
         layer.self_attn.layer_idx = i
         mlp = layer.mlp
         if width < config.intermediate_size:
-            importance = (mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1)
-                          * mlp.down_proj.weight.norm(dim=0))  # (I,)
-            _keep_channels(mlp, importance.topk(width).indices.sort().values)
+            importance = mlp_importance(mlp, None)  # (I,)
+            keep_channels(mlp, importance.topk(width).indices.sort().values)
     student.config = copy.deepcopy(config)
     student.config.num_hidden_layers = layers
     student.config.intermediate_size = width

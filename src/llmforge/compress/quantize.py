@@ -1,0 +1,118 @@
+"""Quantization schemes: each turns a loaded float model into a variant and knows how to save it.
+
+| scheme           | weights                      | runs on                         | saved as                            |
+|------------------|------------------------------|---------------------------------|-------------------------------------|
+| fp16, bf16       | 16-bit floats                | anywhere (fp16 CPU matmuls slow) | plain transformers safetensors      |
+| int8-dynamic     | int8 per channel             | CPU (fbgemm) or torchao         | llmforge int8 safetensors           |
+| int8-weight-only | int8 per channel             | CPU (int8pack) or torchao       | llmforge int8 safetensors           |
+| int8-static      | int8, calibrated activations | ONNX Runtime (QDQ)              | ONNX (see llmforge.export.onnx)     |
+| nf4, bnb-int8    | bitsandbytes 4 / 8 bit       | CUDA                            | transformers + bitsandbytes config  |
+| int4-weight-only | torchao int4                 | CUDA                            | transformers + torchao config       |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmforge.compress import int8
+from llmforge.config import ModelConfig, QuantizeOptions
+from llmforge.errors import LlmforgeError, require
+
+Batches = list[dict[str, torch.Tensor]]
+# Measured by bench/compress.py on this project's CPUs: torch's own int8 kernels beat torchao's there.
+DEFAULT_CPU_KERNEL = "torch"
+
+
+@dataclass
+class Variant:
+    """A compressed model in memory, how to write it, and what was done to it."""
+
+    model: Any
+    save: Callable[[Path], None]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _save_dense(model: Any, tokenizer: Any) -> Callable[[Path], None]:
+    def save(out: Path) -> None:
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+
+    return save
+
+
+def resolve_kernel(opts: QuantizeOptions) -> str:
+    return DEFAULT_CPU_KERNEL if opts.kernel == "auto" else opts.kernel
+
+
+def _int8(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None) -> Variant:
+    activations = "dynamic" if opts.scheme == "int8-dynamic" else "none"
+    kernel = resolve_kernel(opts)
+    smoothed = None
+    if activations == "dynamic" and opts.smoothquant is not None and calibration:
+        from llmforge.compress.smooth import smooth
+
+        smooth(model, calibration, opts.smoothquant)
+        smoothed = opts.smoothquant
+
+    def save(out: Path) -> None:
+        int8.save_int8(model, tokenizer, out, activations)
+
+    return Variant(model, save, {"activations": activations, "kernel": kernel, "smoothquant_alpha": smoothed})
+
+
+def _half(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None) -> Variant:
+    dtype = torch.float16 if opts.scheme == "fp16" else torch.bfloat16
+    model = model.to(dtype)
+    return Variant(model, _save_dense(model, tokenizer), {"dtype": str(dtype).removeprefix("torch.")})
+
+
+def cuda_quantization_config(scheme: str) -> Any:
+    """The transformers quantization config of a CUDA-only scheme, or a clear error where there is no GPU."""
+    if not torch.cuda.is_available():
+        raise LlmforgeError(
+            f"compress.quantize.scheme={scheme} runs on CUDA GPUs only (its kernels exist nowhere else). On this "
+            "machine use int8-dynamic or int8-weight-only (PyTorch), or export GGUF q4/q8 for llama.cpp."
+        )
+    if scheme in ("nf4", "bnb-int8"):
+        require("bitsandbytes", "gpu")
+        from transformers import BitsAndBytesConfig
+
+        if scheme == "nf4":
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(load_in_8bit=True)
+    require("torchao", "torchao")
+    from torchao.quantization import Int4WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(quant_type=Int4WeightOnlyConfig(group_size=128))
+
+
+def load_quantized_on_gpu(model_cfg: ModelConfig, scheme: str) -> Variant:
+    """CUDA schemes quantize while loading (transformers' quantizers); save_pretrained keeps the config."""
+    from llmforge.models.loader import load_model
+
+    model, tokenizer = load_model(model_cfg, quantization_config=cuda_quantization_config(scheme),
+                                  merge_adapter=True)
+    return Variant(model, _save_dense(model, tokenizer), {"device": "cuda"})
+
+
+SCHEMES: dict[str, Callable[[Any, Any, QuantizeOptions, Batches | None], Variant]] = {
+    "fp16": _half,
+    "bf16": _half,
+    "int8-dynamic": _int8,
+    "int8-weight-only": _int8,
+}
+CUDA_SCHEMES = ("nf4", "bnb-int8", "int4-weight-only")
+
+
+def quantize(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None = None) -> Variant:
+    """Quantize `model` (modified in place) with `opts.scheme`; `calibration` batches feed SmoothQuant."""
+    if opts.scheme not in SCHEMES:
+        raise LlmforgeError(f"quantize scheme '{opts.scheme}' is handled elsewhere (see llmforge.compress.runner)")
+    return SCHEMES[opts.scheme](model, tokenizer, opts, calibration)

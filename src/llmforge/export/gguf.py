@@ -1,0 +1,451 @@
+"""Export a Llama-architecture Hugging Face model to GGUF, for llama.cpp and Ollama.
+
+The glue around PyPI `gguf`'s GGUFWriter: map tensor names, permute q/k rows for GGML's rope layout, pick a
+type per tensor, embed the byte-level BPE tokenizer and the chat template, and stream the tensors to disk one at
+a time (a model never has to fit in memory twice). An Ollama `Modelfile` is written next to the GGUF.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmforge.errors import LlmforgeError, require
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+
+# outtype -> (GGML tensor type, llama.cpp file type). K-quants appear here only when gguf-py can make them in
+# numpy (it cannot today: they need llama.cpp's llama-quantize), see `available_outtypes`.
+OUTTYPES: dict[str, tuple[str, str]] = {
+    "f32": ("F32", "ALL_F32"),
+    "f16": ("F16", "MOSTLY_F16"),
+    "bf16": ("BF16", "MOSTLY_BF16"),
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"),
+    "q5_1": ("Q5_1", "MOSTLY_Q5_1"),
+    "q5_0": ("Q5_0", "MOSTLY_Q5_0"),
+    "q4_1": ("Q4_1", "MOSTLY_Q4_1"),
+    "q4_0": ("Q4_0", "MOSTLY_Q4_0"),
+    "q6_k": ("Q6_K", "MOSTLY_Q6_K"),
+    "q4_k": ("Q4_K", "MOSTLY_Q4_K_S"),
+}
+_FULL_PRECISION = ("F32", "F16", "BF16", "Q8_0")
+# llama.cpp's name for the GPT-2 byte-level regex (llama-vocab.cpp maps "gpt-2" to LLAMA_VOCAB_PRE_TYPE_GPT2).
+GPT2_PRE_TOKENIZER = "gpt-2"
+
+
+@dataclass(frozen=True)
+class LlamaParams:
+    """The hyperparameters llama.cpp reads, taken from a HF config.json."""
+
+    name: str
+    vocab_size: int
+    context_length: int
+    hidden_size: int
+    intermediate_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_eps: float
+    tied: bool
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A byte-level BPE vocabulary as GGUF stores it."""
+
+    tokens: list[str]
+    types: list[int]  # gguf.TokenType values
+    merges: list[str]  # "left right", by rank
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    add_bos: bool
+    add_eos: bool
+    chat_template: str | None
+
+    @property
+    def eos_token(self) -> str | None:
+        return None if self.eos_id is None else self.tokens[self.eos_id]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One tensor to write: where it comes from, its GGUF name, logical shape (rows, cols) and GGML type."""
+
+    hf_name: str
+    file: Path  # the safetensors file holding it
+    gguf_name: str
+    shape: tuple[int, ...]
+    qtype: str
+
+
+def export_gguf(model_dir: Path, out_dir: Path, *, outtype: str = "f16") -> dict[str, Any]:
+    """Write `out_dir/model-<outtype>.gguf` and an Ollama `Modelfile`; return facts about the export."""
+    gguf = require("gguf", "gguf")
+    start = time.perf_counter()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    outtype = _check_outtype(gguf, outtype)
+    params = read_params(model_dir)
+    vocab = read_vocab(model_dir, params.vocab_size)
+    plan = plan_tensors(gguf, _weight_shapes(model_dir), params, outtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"model-{outtype}.gguf"
+    _atomic_write(path, lambda tmp: _write_gguf(gguf, tmp, params, vocab, plan, outtype))
+    modelfile = out_dir / "Modelfile"
+    _atomic_write(modelfile, lambda tmp: tmp.write_text(render_modelfile(path.name, vocab, _temperature(model_dir))))
+    return {
+        "path": str(path),
+        "modelfile": str(modelfile),
+        "bytes": path.stat().st_size,
+        "outtype": outtype,
+        "tensors": len(plan),
+        "tensor_types": dict(Counter(t.qtype for t in plan)),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- checks / config
+
+
+def available_outtypes(gguf: Any) -> list[str]:
+    """The outtypes gguf-py can produce here (a type is offered only if its numpy quantizer exists)."""
+    return [name for name, (qtype, _) in OUTTYPES.items() if _can_quantize(gguf, qtype)]
+
+
+def _can_quantize(gguf: Any, qtype: str) -> bool:
+    ggml_type = gguf.GGMLQuantizationType[qtype]
+    block, _ = gguf.GGML_QUANT_SIZES[ggml_type]
+    try:
+        gguf.quants.quantize(np.zeros((1, block), dtype=np.float32), ggml_type)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _check_outtype(gguf: Any, outtype: str) -> str:
+    outtype = outtype.lower()
+    allowed = available_outtypes(gguf)
+    if outtype in allowed:
+        return outtype
+    kquant = "_k" in outtype
+    hint = (
+        " K-quants (q4_k_m, q5_k_m, q6_k, ...) are made by llama.cpp's llama-quantize from an f16 GGUF: "
+        "`llama-quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M`."
+    )
+    raise LlmforgeError(
+        f"GGUF outtype '{outtype}' is not supported; allowed: {', '.join(allowed)}." + (hint if kquant else "")
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_params(model_dir: Path) -> LlamaParams:
+    """Read and check config.json: Llama architecture, no biases, plain rope."""
+    if (model_dir / "adapter_config.json").is_file():
+        raise LlmforgeError(
+            f"{model_dir} is a LoRA/peft adapter, not a full model; GGUF export needs merged weights: "
+            "run `llmforge merge` first and export the merged model directory"
+        )
+    config = _read_json(model_dir / "config.json")
+    if not config:
+        raise LlmforgeError(f"{model_dir} holds no config.json; point the export at a saved model directory")
+    archs = config.get("architectures") or [config.get("model_type", "unknown")]
+    if archs[0] not in SUPPORTED_ARCHITECTURES:
+        raise LlmforgeError(
+            f"GGUF export supports {', '.join(SUPPORTED_ARCHITECTURES)} only; {model_dir} is {archs[0]}. "
+            "For other architectures use llama.cpp's convert_hf_to_gguf.py"
+        )
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise LlmforgeError(f"{model_dir}: Llama models with attention/MLP biases are not supported by GGUF export")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise LlmforgeError(
+            f"{model_dir}: rope type '{rope.get('rope_type', rope.get('type'))}' is not supported by GGUF export "
+            "(only the default rope); use llama.cpp's convert_hf_to_gguf.py"
+        )
+    n_heads = config["num_attention_heads"]
+    return LlamaParams(
+        name=model_dir.resolve().name,
+        vocab_size=config["vocab_size"],
+        context_length=config["max_position_embeddings"],
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        n_layers=config["num_hidden_layers"],
+        n_heads=n_heads,
+        n_kv_heads=config.get("num_key_value_heads") or n_heads,
+        head_dim=config.get("head_dim") or config["hidden_size"] // n_heads,
+        rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+        rms_eps=float(config.get("rms_norm_eps", 1e-6)),
+        tied=bool(config.get("tie_word_embeddings", False)),
+    )
+
+
+def _temperature(model_dir: Path) -> float:
+    return float(_read_json(model_dir / "generation_config.json").get("temperature", 0.7))
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+
+
+def _check_tokenizer(tok: dict[str, Any], where: Path) -> None:
+    """Only byte-level BPE with the GPT-2 regex maps exactly onto llama.cpp's 'gpt2' model + 'gpt-2' pre."""
+    model, pre = tok.get("model", {}), tok.get("pre_tokenizer") or {}
+    if pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 1:
+        pre = pre["pretokenizers"][0]
+    ok = (
+        model.get("type") == "BPE"
+        and not model.get("byte_fallback")
+        and not model.get("ignore_merges")
+        and tok.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space")
+    )
+    if not ok:
+        raise LlmforgeError(
+            f"{where}: GGUF export supports byte-level BPE tokenizers with the GPT-2 pre-tokenizer "
+            "(as llmforge's own models use); this tokenizer differs. For hub models use llama.cpp's "
+            "convert_hf_to_gguf.py, which knows their pre-tokenizers"
+        )
+
+
+def read_vocab(model_dir: Path, vocab_size: int) -> Vocab:
+    """Tokens, token types, merges, special ids, add_bos/eos behaviour and chat template from a HF tokenizer."""
+    tok_path = model_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise LlmforgeError(f"{model_dir} holds no tokenizer.json; save the tokenizer with the model")
+    tok = _read_json(tok_path)
+    _check_tokenizer(tok, tok_path)
+    tokens, types = _token_table(tok, vocab_size, tok_path)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
+    tok_config = _read_json(model_dir / "tokenizer_config.json")
+    ids = {t: i for i, t in enumerate(tokens)}
+    bos_id, eos_id, pad_id = (ids.get(_token_str(tok_config.get(k))) for k in ("bos_token", "eos_token", "pad_token"))
+    add_bos, add_eos = _adds_specials(tok_path, bos_id, eos_id)
+    return Vocab(tokens, types, merges, bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config))
+
+
+def _token_table(tok: dict[str, Any], vocab_size: int, where: Path) -> tuple[list[str], list[int]]:
+    """Token strings and GGUF token types by id; specials are CONTROL so llama.cpp parses them as one token."""
+    token_type = require("gguf", "gguf").TokenType
+    by_id = {i: t for t, i in tok["model"]["vocab"].items()}
+    added = {a["id"]: a for a in tok.get("added_tokens", [])}
+    by_id.update({i: a["content"] for i, a in added.items()})
+    if max(by_id) >= vocab_size:
+        raise LlmforgeError(f"{where}: token id {max(by_id)} does not fit the model's vocab_size {vocab_size}")
+    tokens, types = [], []
+    for i in range(vocab_size):  # the embedding may have more rows than the tokenizer has tokens
+        tokens.append(by_id.get(i, f"[PAD{i}]"))
+        if i not in by_id:
+            types.append(int(token_type.UNUSED))
+        elif i in added:
+            types.append(int(token_type.CONTROL if added[i].get("special") else token_type.USER_DEFINED))
+        else:
+            types.append(int(token_type.NORMAL))
+    return tokens, types
+
+
+def _token_str(value: Any) -> str | None:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _adds_specials(tok_path: Path, bos_id: int | None, eos_id: int | None) -> tuple[bool, bool]:
+    """Whether HF encoding prepends bos / appends eos: read off the post-processor by encoding a sample."""
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(tok_path)).encode("a", add_special_tokens=True).ids
+    return bool(ids) and ids[0] == bos_id, bool(ids) and ids[-1] == eos_id and bos_id != eos_id
+
+
+def _chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | None:
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    template = tok_config.get("chat_template")
+    return template if isinstance(template, str) else None
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+
+
+def permute_rope(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF q/k rows (rotate-half: pairs (i, i + d/2)) -> GGML's interleaved pairs (2i, 2i + 1), per head."""
+    rows = weight.shape[0]  # (n_heads * head_dim, hidden)
+    return (
+        weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:])  # (H, 2, D/2, hidden)
+        .swapaxes(1, 2)  # (H, D/2, 2, hidden)
+        .reshape(weight.shape)
+    )
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    index = _read_json(model_dir / "model.safetensors.index.json")
+    if index:
+        return sorted({model_dir / f for f in index["weight_map"].values()})
+    if (model_dir / "model.safetensors").is_file():
+        return [model_dir / "model.safetensors"]
+    raise LlmforgeError(
+        f"{model_dir} holds no safetensors weights; re-save the model with save_pretrained(safe_serialization=True)"
+    )
+
+
+def _weight_shapes(model_dir: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for file in _weight_files(model_dir):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                shapes[name] = (tuple(f.get_slice(name).get_shape()), file)
+    return shapes
+
+
+def tensor_qtype(gguf_name: str, shape: tuple[int, ...], outtype: str, tied: bool) -> str:
+    """GGML type for one tensor, following llama.cpp: 1-D (norms) stay F32; below 8 bits the output matrix
+    (token_embd when tied) keeps 8 bits (llama-quantize would use Q6_K, which gguf-py cannot make)."""
+    base = OUTTYPES[outtype][0]
+    if len(shape) == 1:
+        return "F32"
+    is_output = gguf_name == "output.weight" or (tied and gguf_name == "token_embd.weight")
+    if base not in _FULL_PRECISION and is_output:
+        base = "Q8_0"
+    return base
+
+
+def plan_tensors(
+    gguf: Any, shapes: dict[str, tuple[tuple[int, ...], Path]], params: LlamaParams, outtype: str
+) -> list[TensorPlan]:
+    """Map HF tensor names to GGUF names and types; refuse tensors llama.cpp's Llama graph would not read."""
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, params.n_layers)
+    plan = []
+    for hf_name, (shape, file) in shapes.items():
+        if params.tied and hf_name == "lm_head.weight":
+            continue  # tied: llama.cpp reads the output matrix from token_embd
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue  # recomputed by llama.cpp from rope_theta
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise LlmforgeError(f"tensor '{hf_name}' has no GGUF counterpart for a Llama model; cannot export it")
+        qtype = tensor_qtype(name, shape, outtype, params.tied)
+        block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
+        if shape[-1] % block:
+            qtype = "F16"  # rows not a whole number of blocks: convert_hf_to_gguf falls back the same way
+        plan.append(TensorPlan(hf_name, file, name, shape, qtype))
+    return plan
+
+
+def _load_tensor(t: TensorPlan, params: LlamaParams) -> np.ndarray:
+    """One tensor as float32 numpy, q/k rows permuted for GGML's rope."""
+    from safetensors import safe_open
+
+    with safe_open(str(t.file), framework="pt") as f:
+        weight = f.get_tensor(t.hf_name).float().numpy()  # bf16 has no numpy dtype: go through torch
+    if t.hf_name.endswith("self_attn.q_proj.weight"):
+        weight = permute_rope(weight, params.n_heads)
+    elif t.hf_name.endswith("self_attn.k_proj.weight"):
+        weight = permute_rope(weight, params.n_kv_heads)
+    return weight
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _add_metadata(gguf: Any, writer: Any, params: LlamaParams, vocab: Vocab, outtype: str) -> None:
+    writer.add_name(params.name)
+    writer.add_file_type(int(gguf.LlamaFileType[OUTTYPES[outtype][1]]))
+    if OUTTYPES[outtype][0] not in ("F32", "F16", "BF16"):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_vocab_size(params.vocab_size)
+    writer.add_context_length(params.context_length)
+    writer.add_embedding_length(params.hidden_size)
+    writer.add_feed_forward_length(params.intermediate_size)
+    writer.add_block_count(params.n_layers)
+    writer.add_head_count(params.n_heads)
+    writer.add_head_count_kv(params.n_kv_heads)
+    if params.head_dim != params.hidden_size // params.n_heads:
+        writer.add_key_length(params.head_dim)
+        writer.add_value_length(params.head_dim)
+    writer.add_rope_dimension_count(params.head_dim)
+    writer.add_rope_freq_base(params.rope_theta)
+    writer.add_layer_norm_rms_eps(params.rms_eps)
+    _add_vocab(writer, vocab)
+
+
+def _add_vocab(writer: Any, vocab: Vocab) -> None:
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(GPT2_PRE_TOKENIZER)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    for value, add in ((vocab.bos_id, writer.add_bos_token_id), (vocab.eos_id, writer.add_eos_token_id),
+                       (vocab.pad_id, writer.add_pad_token_id)):
+        if value is not None:
+            add(value)
+    writer.add_add_bos_token(vocab.add_bos)
+    writer.add_add_eos_token(vocab.add_eos)
+    if vocab.chat_template:
+        writer.add_chat_template(vocab.chat_template)
+
+
+def _write_gguf(gguf: Any, path: Path, params: LlamaParams, vocab: Vocab, plan: list[TensorPlan], outtype: str) -> None:
+    """Header and tensor infos first, then each tensor loaded, converted and written on its own."""
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    _add_metadata(gguf, writer, params, vocab, outtype)
+    for t in plan:
+        ggml_type = gguf.GGMLQuantizationType[t.qtype]
+        block, size = gguf.GGML_QUANT_SIZES[ggml_type]
+        nbytes = int(np.prod(t.shape)) // block * size
+        writer.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), nbytes, raw_dtype=ggml_type)
+    try:
+        writer.write_header_to_file(path)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in plan:
+            weight = _load_tensor(t, params)
+            writer.write_tensor_data(gguf.quants.quantize(weight, gguf.GGMLQuantizationType[t.qtype]))
+    finally:
+        writer.close()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write to a hidden temp name and rename, so a crash never leaves a complete-looking file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- Ollama
+
+# The HF ChatML template in Ollama's Go template language. No bos here: Ollama adds it from the GGUF's
+# add_bos_token, as HF's template puts `bos_token` first. The generation prompt is always added (Ollama answers).
+_OLLAMA_CHATML = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
+
+
+def render_modelfile(gguf_name: str, vocab: Vocab, temperature: float) -> str:
+    """An Ollama Modelfile for `gguf_name` (in the same directory)."""
+    lines = [f"FROM ./{gguf_name}"]
+    if vocab.chat_template and "<|im_start|>" in vocab.chat_template:
+        lines.append(f'TEMPLATE """{_OLLAMA_CHATML}"""')
+    else:
+        lines.append("# no TEMPLATE: Ollama falls back to the chat template stored in the GGUF")
+    if vocab.eos_token:
+        lines.append(f'PARAMETER stop "{vocab.eos_token}"')
+    lines.append(f"PARAMETER temperature {temperature:g}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""Parity checks between a reference model (PyTorch/HF) and an exported one (ONNX, GGUF, ...): pure functions.
+
+Each check takes plain callables, so any format plugs in:
+  logits_fn(ids: list[int]) -> array-like (T, V)         full-sequence logits of one prompt, no cache
+  generate_fn(ids: list[int], n: int) -> list[int]       up to n greedy new tokens of one prompt (eos may end it)
+  encode_fn(text: str) -> list[int]                      token ids of one text
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from llmforge.errors import LlmforgeError
+
+LogitsFn = Callable[[list[int]], Any]
+GenerateFn = Callable[[list[int], int], list[int]]
+EncodeFn = Callable[[str], list[int]]
+
+PARITY_TEXTS: list[str] = [
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces, trailing spaces  ",
+    "tabs\tand\nnewlines\n\n\nand   runs    of     spaces",
+    "café naïve résumé Ångström façade",
+    "Größe, Straße, ĳ, œuvre, Ελληνικά, русский текст",
+    "日本語のテキストと中文文本，한국어도 있습니다。",
+    "emoji: 🙂 👍🏽 👨‍👩‍👧‍👦 🇫🇷 ✓",
+    "def f(x):\n    return {'a': [x ** 2, x // 3]}  # comment\n",
+    "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "numbers 0 1 12 123 1234 3.14159 -42 1e-9 2026-11-29",
+    "<|im_start|>user\nhi<|im_end|>",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>assistant\n",
+    "<s>bos inside text</s> and <|pad|> too",
+    "https://example.com/path?q=a&b=c#frag user@example.com",
+    "\u00a0non-breaking\u200bzero-width\u3000ideographic space",
+    "",
+]
+
+
+def _as_2d(logits: Any, length: int) -> np.ndarray:
+    arr = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=np.float64)
+    if arr.size % length:
+        raise LlmforgeError(f"logits of shape {arr.shape} do not hold {length} positions")
+    return arr.reshape(length, -1)  # (T, V)
+
+
+def logits_parity(reference_logits_fn: LogitsFn, candidate_logits_fn: LogitsFn,
+                  prompts_ids: Sequence[list[int]]) -> dict[str, float]:
+    """Largest and mean |difference| of logits over every position of every prompt, and top-1 agreement."""
+    max_diff, total_diff, agree, positions, elements = 0.0, 0.0, 0, 0, 0
+    for ids in prompts_ids:
+        ref = _as_2d(reference_logits_fn(ids), len(ids))  # (T, V)
+        cand = _as_2d(candidate_logits_fn(ids), len(ids))  # (T, V)
+        if ref.shape != cand.shape:
+            raise LlmforgeError(f"logits shapes differ: reference {ref.shape}, candidate {cand.shape}")
+        diff = np.abs(ref - cand)
+        max_diff = max(max_diff, float(diff.max()))
+        total_diff += float(diff.sum())
+        elements += diff.size
+        agree += int((ref.argmax(-1) == cand.argmax(-1)).sum())
+        positions += len(ids)
+    if not positions:
+        raise LlmforgeError("logits parity needs at least one non-empty prompt")
+    return {"max_abs_logits_diff": max_diff, "mean_abs_logits_diff": total_diff / elements,
+            "top1_agreement": agree / positions}
+
+
+def greedy_parity(ref_generate: GenerateFn, cand_generate: GenerateFn, prompts_ids: Sequence[list[int]],
+                  n_tokens: int) -> dict[str, Any]:
+    """Whether greedy continuations are token-for-token identical; where they first part if not."""
+    compared, first = 0, None
+    for index, ids in enumerate(prompts_ids):
+        ref, cand = list(ref_generate(ids, n_tokens))[:n_tokens], list(cand_generate(ids, n_tokens))[:n_tokens]
+        same = next((i for i, (a, b) in enumerate(zip(ref, cand)) if a != b), min(len(ref), len(cand)))
+        compared += same + (same < max(len(ref), len(cand)))
+        if first is None and (same < len(ref) or same < len(cand)):
+            first = {"prompt": index, "position": same, "reference": ref[same] if same < len(ref) else None,
+                     "candidate": cand[same] if same < len(cand) else None}
+    return {"greedy_identical": first is None, "greedy_tokens_compared": compared, "first_divergence": first}
+
+
+def tokenization_parity(hf_encode: EncodeFn, other_encode: EncodeFn,
+                        texts: Sequence[str] = PARITY_TEXTS) -> dict[str, Any]:
+    """How many texts encode to identical ids, with the first few mismatches shown."""
+    mismatches = []
+    for text in texts:
+        ref, cand = list(hf_encode(text)), list(other_encode(text))
+        if ref != cand:
+            mismatches.append({"text": text, "reference": ref, "candidate": cand})
+    return {"texts": len(texts), "identical": len(texts) - len(mismatches), "tokenization_identical": not mismatches,
+            "mismatches": mismatches[:5]}

@@ -1,0 +1,228 @@
+"""`llmforge export`: write the model in each requested format, then prove each behaves like the original.
+
+Every format gets the same parity check against the PyTorch model it came from, recorded in metrics.json:
+maximum |Δ logits| on fixed prompts, whether the greedy continuation is identical for N tokens, and whether the
+format's tokenizer gives the same ids as the HF tokenizer on a corpus with unicode and special tokens.
+fp32 formats must pass (|Δ logits| <= 1e-3, identical greedy tokens and tokenization); quantized ones report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.config import ExportConfig
+from llmforge.errors import LlmforgeError
+from llmforge.export import parity
+from llmforge.models.loader import load_model, resolve_model
+
+Stage = Callable[[str], None]
+FP32_TOLERANCE = 1e-3
+EXACT_FORMATS = ("onnx", "gguf-f32")  # formats held to the fp32 tolerance
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Reference:
+    """The PyTorch model the exports are compared with, as the callables parity checks take."""
+
+    model: Any
+    tokenizer: Any
+    prompts: list[list[int]]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy()  # (T, V)
+
+    def generate(self, ids: list[int], n: int) -> list[int]:
+        with torch.no_grad():
+            out = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                                      dtype=torch.long), max_new_tokens=n, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+        return out[0, len(ids):].tolist()
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+
+def _prompts(cfg: ExportConfig, tokenizer: Any) -> list[list[int]]:
+    """Held-out prompts (as the model was trained to see them) when there is data; else fixed texts."""
+    n = cfg.export.parity_prompts
+    if cfg.data is not None:
+        from llmforge.eval.generate import split_prompt
+        from llmforge.eval.runner import load_split
+
+        test = load_split(cfg.data, "test")
+        rows = test.select(range(min(n, len(test))))
+        prompts = [split_prompt(list(r["input_ids"]), list(r["labels"]), tokenizer.eos_token_id)[0] for r in rows]
+        if prompts:
+            return [p[-128:] for p in prompts]
+    texts = [t for t in parity.PARITY_TEXTS if t]
+    return [tokenizer(t)["input_ids"][:128] for t in texts[:n]]
+
+
+def _check(fmt: str, result: dict[str, Any]) -> dict[str, Any]:
+    """passed: tokenization identical, and for fp32 formats logits within tolerance and greedy identical;
+    None when no runtime was there to measure (e.g. GGUF without llama-cpp-python)."""
+    exact = fmt in EXACT_FORMATS
+    result["tolerance"] = FP32_TOLERANCE if exact else None
+    if "tokenization_identical" not in result:
+        result["passed"] = None
+        return result
+    ok = result["tokenization_identical"]
+    if exact:
+        ok = ok and result["max_abs_logits_diff"] <= FP32_TOLERANCE and result["greedy_identical"]
+    result["passed"] = bool(ok)
+    return result
+
+
+def _onnx_parity(ref: Reference, directory: Path, n_tokens: int, threads: int | None) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from llmforge.export.ort_runtime import OrtCausalLM
+
+    ort = OrtCausalLM.load(directory, threads=threads)
+    exported_tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    eos = ref.tokenizer.eos_token_id
+    return {
+        **parity.logits_parity(ref.logits, lambda ids: ort.logits([ids])[0], ref.prompts),
+        **parity.greedy_parity(ref.generate, lambda ids, n: ort.generate([ids], n, eos_token_id=eos)[0],
+                               ref.prompts, n_tokens),
+        **parity.tokenization_parity(ref.encode, lambda t: list(exported_tokenizer(t)["input_ids"])),
+    }
+
+
+def _gguf_parity(ref: Reference, path: Path, fmt: str, n_tokens: int, threads: int | None) -> dict[str, Any]:
+    """Read back with gguf's reader; with llama-cpp-python installed, also logits, greedy and tokenization."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    result: dict[str, Any] = {"tensors": len(reader.tensors), "metadata_keys": len(reader.fields)}
+    try:
+        import llama_cpp
+    except ImportError:
+        result["llama_cpp"] = "not installed (pip install 'llmforge[llamacpp]'): runtime parity not measured"
+        return result
+    # llama.cpp keeps its KV cache in f16 by default; f32 for the f32 file isolates the conversion itself.
+    kv = {"type_k": 0, "type_v": 0} if fmt == "gguf-f32" else {}
+    llm = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=threads or 1, logits_all=True, verbose=False, **kv)
+    try:
+        def logits(ids: list[int]) -> np.ndarray:
+            llm.reset()
+            llm.eval(ids)
+            return np.asarray(llm.scores[: len(ids)])  # (T, V)
+
+        def generate(ids: list[int], n: int) -> list[int]:
+            llm.reset()
+            llm.eval(ids)
+            out: list[int] = []
+            while len(out) < n:
+                out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+                if out[-1] == ref.tokenizer.eos_token_id:
+                    break
+                llm.eval([out[-1]])
+            return out
+
+        result.update(parity.logits_parity(ref.logits, logits, ref.prompts))
+        result.update(parity.greedy_parity(ref.generate, generate, ref.prompts, n_tokens))
+        result.update(parity.tokenization_parity(
+            ref.encode, lambda t: llm.tokenize(t.encode(), add_bos=True, special=True)))
+    finally:
+        llm.close()
+    return result
+
+
+def _calibration(cfg: ExportConfig) -> list[list[int]]:
+    if cfg.data is None:
+        raise LlmforgeError("onnx-int8-static needs `data` (a prepared dataset) for calibration samples")
+    from llmforge.eval.runner import load_split
+
+    train = load_split(cfg.data, "train")
+    return [list(r) for r in train.select(range(min(cfg.export.calibration_samples, len(train))))["input_ids"]]
+
+
+def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, run: RunDir) -> dict[str, Any]:
+    from llmforge.export import onnx as onnx_export
+
+    onnx_dir = run.staging / "onnx"
+    needs_onnx = fmt.startswith(("onnx", "tensorrt"))
+    if needs_onnx and not (onnx_dir / onnx_export.CONFIG_FILE).is_file():
+        onnx_export.export_onnx(ref.model, ref.tokenizer, run.file("onnx"))
+    n, threads = cfg.export.parity_tokens, cfg.export.threads
+    if fmt == "onnx":
+        return {"path": "onnx", "bytes": _bytes(onnx_dir), **_onnx_parity(ref, onnx_dir, n, threads)}
+    if fmt in ("onnx-int8", "onnx-int8-static"):
+        out = run.file(fmt)
+        if fmt == "onnx-int8":
+            facts = onnx_export.quantize_onnx_int8(onnx_dir, out)
+        else:
+            facts = onnx_export.quantize_onnx_static(onnx_dir, out, _calibration(cfg))
+        return {"path": fmt, "bytes": _bytes(out), "quantization": facts.get("quantization"),
+                **_onnx_parity(ref, out, n, threads)}
+    if fmt.startswith("gguf-"):
+        from llmforge.export.gguf import export_gguf
+
+        facts = export_gguf(model_dir, run.file(fmt), outtype=fmt.removeprefix("gguf-"))
+        path = Path(facts["path"])
+        return {"path": str(path.relative_to(run.staging)), "bytes": facts["bytes"],
+                "tensor_types": facts["tensor_types"], **_gguf_parity(ref, path, fmt, n, threads)}
+    from llmforge.export.tensorrt import build_engine
+
+    facts = build_engine(onnx_dir, run.file(fmt), precision=fmt.removeprefix("tensorrt-"))
+    return {"path": fmt, "bytes": _bytes(run.staging / fmt), **facts}
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".onnx", ".onnx_data", ".gguf",
+                                                                                 ".engine"))
+
+
+def _model_dir(ref: str) -> Path:
+    resolved = resolve_model(ref)
+    if resolved.adapter is not None:
+        raise LlmforgeError(
+            f"{ref} is a LoRA adapter: exports need the full model. Merge it first: `llmforge merge {ref} "
+            "--output MERGED_DIR` (or train with train.merge: true), then export MERGED_DIR"
+        )
+    path = Path(resolved.path)
+    if not path.is_dir():
+        raise LlmforgeError(f"export reads a local model directory; '{ref}' is not one (download it first)")
+    return path
+
+
+def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
+    if not cfg.export.formats:
+        raise LlmforgeError("export.formats is empty: name at least one format, e.g. onnx, onnx-int8, gguf-q8_0")
+    started = time.perf_counter()
+    model_dir = _model_dir(cfg.model.name_or_path)
+    model, tokenizer = load_model(cfg.model.model_copy(update={"dtype": "float32"}), torch.device("cpu"))
+    ref = Reference(model, tokenizer, _prompts(cfg, tokenizer))
+    parents = [Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else []
+    fingerprint = read_manifest(cfg.data).get("dataset_fingerprint") if cfg.data else None
+    with RunDir(cfg.output_dir, kind="export", command="export", config=cfg,
+                parents=parents + ([cfg.data] if cfg.data else []), dataset_fingerprint=fingerprint) as run:
+        formats: dict[str, Any] = {}
+        for fmt in cfg.export.formats:
+            stage(f"export {fmt}")
+            begin = time.perf_counter()
+            formats[fmt] = _check(fmt, _export_one(fmt, ref, model_dir, cfg, run))
+            formats[fmt]["seconds"] = time.perf_counter() - begin
+        metrics = {"source_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
+                   "parity_prompts": len(ref.prompts), "parity_tokens": cfg.export.parity_tokens,
+                   "formats": formats, "seconds": time.perf_counter() - started}
+        run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()}, "source_model": str(model_dir)}
+        run.finish(metrics)
+    return ExportResult(cfg.output_dir, metrics)

@@ -1,0 +1,348 @@
+"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions) and the seed's /chat
+and /batch_chat.
+
+Each route: pick the model, build token ids, check the context, submit every sequence at once (so overload is
+refused before anything starts), then stream or collect. A streamed choice and a non-streamed one are built
+from the same engine outputs, so their text is identical. Whatever way a response ends (done, client gone,
+task cancelled), its sequences are cancelled and leave the batch at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from llmforge.serve import schemas as s
+from llmforge.serve.engine import (
+    AsyncResults, Completion, ContextLengthError, EngineClosedError, GenerationRequest, QueueFullError,
+)
+from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable
+from llmforge.serve.pool import ModelPool, ServedModel
+from llmforge.serve.prompts import PromptError, chat_ids, seed_ids, text_ids, token_text
+from llmforge.serve.sampling import SamplingParams, TokenLogprob
+from llmforge.serve.settings import ServeSettings
+
+FAILED = ("timeout", "abort", "error")
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the response
+
+
+class EngineStream(StreamingResponse):
+    """Server-sent events whose sequences are cancelled however the response ends."""
+
+    def __init__(self, events: AsyncIterator[str], results: AsyncResults) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.results = results
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.results.cancel()
+
+
+def sse(payload: Any) -> str:
+    data = payload.model_dump_json() if hasattr(payload, "model_dump_json") else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+class Generation:
+    def __init__(self, pool: ModelPool, settings: ServeSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+
+    # --- shared steps ---------------------------------------------------------------------------------------------
+
+    def model(self, name: str, request: Request) -> ServedModel:
+        model = self.pool.models.get(name)
+        if model is None:
+            raise APIError(404, f"The model '{name}' does not exist; served: {', '.join(self.pool.models)}.",
+                           param="model", code="model_not_found")
+        request.state.model = name
+        if getattr(request.app.state, "draining", False):
+            raise unavailable("the server is shutting down")
+        if model.status == "loading":
+            raise unavailable(f"model '{name}' is still loading", retry_after_s=5)
+        if model.status == "failed":
+            raise unavailable(f"model '{name}' failed to load: {model.error}", retry_after_s=30)
+        return model
+
+    def max_tokens(self, model: ServedModel, prompt: list[int], asked: int | None, param: str) -> int:
+        """The completion budget: as asked, or (asked for nothing) the rest of the context. Never cut silently."""
+        limit = model.engine.max_model_len  # type: ignore[union-attr]
+        wanted = asked if asked is not None else limit - len(prompt)
+        try:
+            model.engine.check_context(len(prompt), max(wanted, 1))  # type: ignore[union-attr]
+        except ContextLengthError as exc:
+            raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
+        return wanted
+
+    def submit(self, model: ServedModel, requests: list[GenerationRequest]) -> AsyncResults:
+        capacity = self.settings.max_concurrency + self.settings.max_queue
+        if len(requests) > capacity:
+            raise APIError(400, f"this request asks for {len(requests)} sequences; the server holds at most "
+                                f"{capacity} at once", param="n")
+        try:
+            return AsyncResults(model.engine, requests)  # type: ignore[arg-type]
+        except QueueFullError as exc:
+            raise overloaded(str(exc)) from exc
+        except EngineClosedError as exc:
+            raise unavailable(str(exc)) from exc
+
+    def request(self, prompt: list[int], params: SamplingParams, rid: str) -> GenerationRequest:
+        return GenerationRequest(prompt, params, rid, self.settings.request_timeout_s)
+
+    def failure(self, c: Completion) -> APIError:
+        if c.finish_reason == "timeout":
+            return APIError(504, f"the request did not finish within {self.settings.request_timeout_s:g} s",
+                            code="timeout")
+        if c.finish_reason == "abort":
+            return unavailable("the server is shutting down")
+        return APIError(500, f"generation failed: {c.error}", code="generation_error")
+
+    def stream_failure(self, reason: str, error: str | None) -> str:
+        err = self.failure(Completion(finish_reason=reason, error=error))
+        return sse(error_body(err.status, err.message, code=err.code))
+
+    async def gather(self, request: Request, results: AsyncResults) -> list[Completion] | None:
+        """All completions, or None when the client left first (its sequences are then cancelled)."""
+        collect = asyncio.ensure_future(results.collect())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+            return collect.result() if collect.done() else None
+        finally:
+            gone.cancel()
+            collect.cancel()
+            results.cancel()
+
+    async def finished(self, request: Request, results: AsyncResults) -> list[Completion] | None:
+        completions = await self.gather(request, results)
+        for c in completions or []:
+            if c.finish_reason in FAILED:
+                raise self.failure(c)
+        return completions
+
+    # --- /v1/chat/completions -------------------------------------------------------------------------------------
+
+    async def chat(self, body: s.ChatCompletionRequest, request: Request) -> Any:
+        model = self.model(body.model, request)
+        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        try:
+            prompt = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name)
+        except PromptError as exc:
+            raise APIError(400, str(exc), param="messages") from exc
+        budget = self.max_tokens(model, prompt, body.token_limit, "messages")
+        rid = request.state.request_id
+        requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i), f"{rid}-{i}")
+                    for i in range(body.n)]
+        results = self.submit(model, requests)
+        meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
+        if body.stream:
+            return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt)), results)
+        done = await self.finished(request, results)
+        if done is None:
+            return Response(status_code=CLIENT_CLOSED)
+        choices = [s.ChatChoice(index=i, message=s.AssistantMessage(content=c.text), finish_reason=c.finish_reason,
+                                logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None)
+                   for i, c in enumerate(done)]
+        return s.ChatCompletion(**meta, choices=choices, usage=_usage(len(prompt), done))
+
+    async def _chat_events(self, results: AsyncResults, meta: dict[str, Any], body: s.ChatCompletionRequest,
+                           tokenizer: Any, prompt_tokens: int) -> AsyncIterator[str]:
+        def chunk(choices: list[s.ChunkChoice], usage: s.Usage | None = None) -> str:
+            return sse(s.ChatCompletionChunk(**meta, choices=choices, usage=usage))
+
+        for i in range(body.n):
+            yield chunk([s.ChunkChoice(index=i, delta=s.Delta(role="assistant", content=""))])
+        generated = 0
+        async for out in results:
+            if out.finish_reason in FAILED:
+                yield self.stream_failure(out.finish_reason, out.error)  # type: ignore[arg-type]
+                break
+            logprobs = _chat_logprobs(tokenizer, list(out.logprobs)) if body.logprobs and out.logprobs else None
+            if out.text or logprobs:
+                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(content=out.text), logprobs=logprobs)])
+            if out.finish_reason:
+                generated += out.completion_tokens
+                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(), finish_reason=out.finish_reason)])
+        else:
+            if body.include_usage:
+                yield chunk([], s.Usage(prompt_tokens=prompt_tokens, completion_tokens=generated,
+                                        total_tokens=prompt_tokens + generated))
+        yield "data: [DONE]\n\n"
+
+    # --- /v1/completions ----------------------------------------------------------------------------------------------
+
+    def _prompts(self, body: s.CompletionRequest, tokenizer: Any) -> list[list[int]]:
+        p = body.prompt
+        if isinstance(p, str):
+            prompts = [text_ids(tokenizer, p)]
+        elif all(isinstance(x, str) for x in p):
+            prompts = [text_ids(tokenizer, x) for x in p]  # type: ignore[arg-type]
+        elif all(isinstance(x, int) for x in p):
+            prompts = [list(p)]  # type: ignore[arg-type]
+        else:
+            prompts = [list(x) for x in p]  # type: ignore[union-attr]
+        vocab = len(tokenizer)
+        if any(not ids or min(ids) < 0 or max(ids) >= vocab for ids in prompts):
+            raise APIError(400, f"every prompt needs at least one token, and token ids must lie in [0, {vocab})",
+                           param="prompt")
+        return prompts
+
+    async def completions(self, body: s.CompletionRequest, request: Request) -> Any:
+        model = self.model(body.model, request)
+        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        prompts = self._prompts(body, tokenizer)
+        budgets = [self.max_tokens(model, p, body.token_limit, "prompt") for p in prompts]
+        rid = request.state.request_id
+        requests = [self.request(p, _params(body, b, body.top_alternatives, i), f"{rid}-{k * body.n + i}")
+                    for k, (p, b) in enumerate(zip(prompts, budgets)) for i in range(body.n)]
+        results = self.submit(model, requests)
+        meta = {"id": f"cmpl-{rid}", "model": model.name, "created": int(time.time())}
+        prompt_tokens = sum(len(p) for p in prompts)
+        if body.stream:
+            return EngineStream(self._completion_events(results, meta, body, tokenizer, prompt_tokens), results)
+        done = await self.finished(request, results)
+        if done is None:
+            return Response(status_code=CLIENT_CLOSED)
+        choices = [s.CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason,
+                                      logprobs=_completion_logprobs(tokenizer, c.logprobs, 0)
+                                      if body.logprobs is not None else None)
+                   for i, c in enumerate(done)]
+        return s.Completion(**meta, choices=choices, usage=_usage(prompt_tokens, done))
+
+    async def _completion_events(self, results: AsyncResults, meta: dict[str, Any], body: s.CompletionRequest,
+                                 tokenizer: Any, prompt_tokens: int) -> AsyncIterator[str]:
+        offsets: dict[int, int] = {}
+        generated = 0
+        async for out in results:
+            if out.finish_reason in FAILED:
+                yield self.stream_failure(out.finish_reason, out.error)  # type: ignore[arg-type]
+                break
+            logprobs = None
+            if body.logprobs is not None and out.logprobs:
+                logprobs = _completion_logprobs(tokenizer, list(out.logprobs), offsets.get(out.index, 0))
+                offsets[out.index] = logprobs.text_offset[-1] + len(logprobs.tokens[-1])
+            if out.finish_reason:
+                generated += out.completion_tokens
+            if out.text or logprobs or out.finish_reason:
+                choice = s.CompletionChoice(index=out.index, text=out.text, logprobs=logprobs,
+                                            finish_reason=out.finish_reason)
+                yield sse(s.Completion(**meta, choices=[choice]))
+        else:
+            if body.include_usage:
+                usage = s.Usage(prompt_tokens=prompt_tokens, completion_tokens=generated,
+                                total_tokens=prompt_tokens + generated)
+                yield sse(s.Completion(**meta, choices=[], usage=usage))
+        yield "data: [DONE]\n\n"
+
+    # --- the seed's /chat and /batch_chat --------------------------------------------------------------------------
+
+    async def seed_chat(self, messages: Sequence[str], body: s.SeedFields, request: Request) -> list[s.ChatResponse]:
+        start = time.perf_counter()
+        model = self.model(body.model or self.settings.default_model, request)
+        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        prompts = [seed_ids(tokenizer, m, model.name) for m in messages]
+        params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p)
+        for p in prompts:
+            self.max_tokens(model, p, body.max_tokens, "message")
+        rid = request.state.request_id
+        results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)])
+        done = await self.finished(request, results)
+        if done is None:
+            return []
+        latency = round(1e3 * (time.perf_counter() - start), 2)
+        return [s.ChatResponse(response=c.text, model=model.name, finish_reason=c.finish_reason or "stop",
+                               usage=_usage(len(p), [c]), latency_ms=latency) for p, c in zip(prompts, done)]
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choice: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+        # Each of n choices gets its own seed, so they differ from each other yet repeat with the same request.
+        seed=None if body.seed is None else body.seed + choice,
+        stop=tuple(body.stop or ()), presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty, logprobs=logprobs, ignore_eos=body.ignore_eos,
+    )
+
+
+def _usage(prompt_tokens: int, done: Sequence[Completion]) -> s.Usage:
+    generated = sum(c.completion_tokens for c in done)
+    return s.Usage(prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated)
+
+
+def _entry(tokenizer: Any, token_id: int, logprob: float) -> s.TopLogprob:
+    text = token_text(tokenizer, token_id)
+    return s.TopLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8")))
+
+
+def _chat_logprobs(tokenizer: Any, logprobs: Sequence[TokenLogprob]) -> s.ChatLogprobs:
+    content = [s.ChatLogprob(**_entry(tokenizer, lp.token_id, lp.logprob).model_dump(),
+                             top_logprobs=[_entry(tokenizer, i, v) for i, v in lp.top]) for lp in logprobs]
+    return s.ChatLogprobs(content=content)
+
+
+def _completion_logprobs(tokenizer: Any, logprobs: Sequence[TokenLogprob], offset: int) -> s.CompletionLogprobs:
+    tokens = [token_text(tokenizer, lp.token_id) for lp in logprobs]
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t)
+    top = [{token_text(tokenizer, i): v for i, v in lp.top} for lp in logprobs]
+    return s.CompletionLogprobs(tokens=tokens, token_logprobs=[lp.logprob for lp in logprobs],
+                                top_logprobs=top, text_offset=offsets)
+
+
+def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
+    gen = Generation(pool, settings)
+    router = APIRouter()
+
+    @router.get("/v1/models", response_model=s.ModelList)
+    async def models() -> s.ModelList:
+        return s.ModelList(data=[
+            s.ModelCard(id=m.name, created=m.created, root=m.ref,
+                        max_model_len=m.engine.max_model_len if m.engine else None)
+            for m in pool.models.values()
+        ])
+
+    @router.post("/v1/chat/completions")
+    async def chat_completions(body: s.ChatCompletionRequest, request: Request) -> Any:
+        return await gen.chat(body, request)
+
+    @router.post("/v1/completions")
+    async def completions(body: s.CompletionRequest, request: Request) -> Any:
+        return await gen.completions(body, request)
+
+    @router.post("/chat", response_model=s.ChatResponse)
+    async def chat(body: s.ChatRequest, request: Request) -> Any:
+        answers = await gen.seed_chat([body.message], body, request)
+        return answers[0] if answers else Response(status_code=CLIENT_CLOSED)
+
+    @router.post("/batch_chat", response_model=s.BatchChatResponse)
+    async def batch_chat(body: s.BatchChatRequest, request: Request) -> Any:
+        if len(body.messages) > settings.max_batch_chat:
+            raise APIError(400, f"at most {settings.max_batch_chat} messages per batch; got {len(body.messages)}",
+                           param="messages")
+        start = time.perf_counter()
+        answers = await gen.seed_chat(body.messages, body, request)
+        if not answers:
+            return Response(status_code=CLIENT_CLOSED)
+        usage = s.Usage(**{k: sum(getattr(a.usage, k) for a in answers)
+                           for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
+        return s.BatchChatResponse(responses=answers, model=answers[0].model, usage=usage,
+                                   latency_ms=round(1e3 * (time.perf_counter() - start), 2))
+
+    return router

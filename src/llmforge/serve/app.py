@@ -1,0 +1,154 @@
+"""The HTTP shell: `create_app(settings) -> FastAPI`. Generation lives in the engine, routes in `api`.
+
+Operations routes: GET / and /health (liveness, never behind a key), /ready (every model loaded and warmed,
+and not draining), /model_info, /metrics (Prometheus, vLLM names). Middleware, outermost first: request id +
+JSON access log, CORS (only when origins are configured), API keys, body size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psutil
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from llmforge import __version__
+from llmforge.serve.api import build_router
+from llmforge.serve.http_errors import APIError, error_response, unavailable
+from llmforge.serve.metrics import ServeMetrics
+from llmforge.serve.middleware import ApiKeyAuth, BodyLimit, RequestContext
+from llmforge.serve.pool import Loader, ModelPool
+from llmforge.serve.settings import ServeSettings
+
+__all__ = ["ServeSettings", "create_app"]
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem as one sentence, and the field it is about (OpenAI's `param`)."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def _install_errors(app: FastAPI) -> None:
+    """Known failures as OpenAI bodies. Anything else is answered by RequestContext (a 500 with the request id)."""
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)  # 400 like OpenAI, not FastAPI's 422
+        return error_response(400, message, param=param, code="invalid_request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+def _health(app: FastAPI, pool: ModelPool) -> dict[str, Any]:
+    proc = psutil.Process()
+    vm = psutil.virtual_memory()
+    body: dict[str, Any] = {
+        "status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - app.state.started, 1),
+        "model_loaded": pool.ready, "models": {m.name: m.status for m in pool.models.values()},
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "memory": {"rss_bytes": proc.memory_info().rss, "used_percent": vm.percent, "available_bytes": vm.available},
+    }
+    if torch.cuda.is_available():
+        body["gpu"] = [_gpu(i) for i in range(torch.cuda.device_count())]
+    return body
+
+
+def _gpu(index: int) -> dict[str, Any]:
+    gpu: dict[str, Any] = {"index": index, "name": torch.cuda.get_device_name(index),
+                           "memory_allocated_bytes": torch.cuda.memory_allocated(index),
+                           "memory_total_bytes": torch.cuda.get_device_properties(index).total_memory}
+    try:
+        gpu["utilization_percent"] = torch.cuda.utilization(index)
+    except Exception:  # needs NVML (pynvml); memory figures are still worth reporting without it
+        pass
+    return gpu
+
+
+def _install_ops(app: FastAPI, pool: ModelPool, metrics: ServeMetrics) -> None:
+    @app.get("/")
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return _health(app, pool)
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if app.state.draining:
+            raise unavailable("the server is shutting down", retry_after_s=30)
+        if not pool.ready:
+            waiting = {m.name: m.error or m.status for m in pool.models.values() if m.status != "ready"}
+            raise unavailable(f"not ready: {waiting}", retry_after_s=5)
+        return JSONResponse({"status": "ready", "models": list(pool.models)})
+
+    @app.get("/model_info")
+    async def model_info() -> dict[str, Any]:
+        return {"models": [m.describe() for m in pool.models.values()]}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: ServeSettings, *, loader: Loader | None = None,
+               on_load_error: Callable[[list[str]], None] | None = None) -> FastAPI:
+    """The server for `settings`. Models load in the background once the app starts (see /ready).
+
+    `loader` replaces how a backend is built (tests slow one down); `on_load_error` hears about models that
+    failed to load (`serve` uses it to stop with a clear message instead of serving a broken model).
+    """
+    metrics = ServeMetrics(lambda: pool.engines())
+    pool = ModelPool(settings, metrics.observe, loader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started = time.monotonic()
+        psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
+        loading = asyncio.create_task(_load(pool, on_load_error))
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            await asyncio.to_thread(pool.close)  # aborts what is left after uvicorn's graceful wait
+            loading.cancel()
+
+    app = FastAPI(title="llmforge", version=__version__, lifespan=lifespan)
+    app.state.draining, app.state.started, app.state.pool, app.state.metrics = False, time.monotonic(), pool, metrics
+    _install_errors(app)
+    _install_ops(app, pool, metrics)
+    app.include_router(build_router(pool, settings))
+    # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_paths=settings.public_paths)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"])
+    app.add_middleware(RequestContext)
+    return app
+
+
+async def _load(pool: ModelPool, on_load_error: Callable[[list[str]], None] | None) -> None:
+    errors = await asyncio.to_thread(pool.load_all)
+    if errors and on_load_error is not None:
+        on_load_error(errors)

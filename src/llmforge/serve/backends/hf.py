@@ -1,0 +1,126 @@
+"""The transformers backend (PyTorch, CPU or GPU): a `DynamicCache` per running batch.
+
+Adapter runs are loaded with their LoRA weights merged, so an adapter decodes as fast as its base model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmforge.bench.measure import stored_weights
+from llmforge.config import ModelConfig
+from llmforge.errors import ConfigError, LlmforgeError
+from llmforge.serve.backends import kv
+from llmforge.serve.backends.base import LoadOptions
+
+
+def _forward_params(model: Any) -> set[str]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
+def context_length(config: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_len(model_limit: int | None, requested: int | None) -> int:
+    """The served context: the model's own unless a smaller one is asked for. Never more than the model knows."""
+    if requested is not None and model_limit is not None and requested > model_limit:
+        raise ConfigError(
+            f"max_model_len {requested} is larger than the model's context length {model_limit}; "
+            f"use at most {model_limit}"
+        )
+    length = requested or model_limit
+    if length is None:
+        raise ConfigError("the model's config names no context length; set max_model_len")
+    return length
+
+
+def eos_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids |= set(extra) if isinstance(extra, (list, tuple)) else ({extra} if extra is not None else set())
+    return frozenset(int(i) for i in ids)
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: Any, tokenizer: Any, max_model_len: int | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.max_model_len = resolve_max_len(context_length(model.config), max_model_len)
+        self.eos_token_ids = eos_ids(tokenizer, getattr(model, "generation_config", None))
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        params = _forward_params(model)
+        # transformers 5.24 renamed `past_key_values` to `cache`; accept either so both sides of it work.
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.info = {"backend": self.name, "device": str(self.device), "dtype": str(next(model.parameters()).dtype),
+                     "parameters": stored_weights(model)[0], "max_model_len": self.max_model_len,
+                     **(info or {})}
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, kv.PaddedBatch]:
+        ids, mask = kv.left_pad(prompts, self.pad_id, self.device)  # (B, W)
+        cache = self._new_cache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=kv.prefill_positions(mask),
+                         use_cache=True, **{self.cache_arg: cache}, **self.keep_last)
+        _check_layers(cache)
+        batch = kv.PaddedBatch(layers=cache.layers, mask=mask, lengths=mask.sum(-1), handle=cache)
+        return out.logits[:, -1].float(), batch  # (B, V)
+
+    @torch.inference_mode()
+    def decode(self, state: kv.PaddedBatch, tokens: torch.Tensor) -> torch.Tensor:
+        mask = kv.grow(state)  # (B, T + 1)
+        out = self.model(input_ids=tokens.to(self.device)[:, None], attention_mask=mask,
+                         position_ids=state.lengths[:, None], use_cache=True, **{self.cache_arg: state.handle})
+        state.mask, state.lengths = mask, state.lengths + 1
+        return out.logits[:, -1].float()  # (B, V)
+
+    def join(self, state: kv.PaddedBatch, other: kv.PaddedBatch) -> kv.PaddedBatch:
+        return kv.join(state, other)
+
+    def select(self, state: kv.PaddedBatch, rows: list[int]) -> kv.PaddedBatch | None:
+        return kv.select(state, rows)
+
+
+def _check_layers(cache: Any) -> None:
+    from transformers.cache_utils import DynamicLayer
+
+    odd = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+    if odd:
+        raise LlmforgeError(
+            f"this model's cache uses {', '.join(sorted(odd))} layers (sliding-window or hybrid attention); "
+            "the serving engine batches full-attention KV caches only"
+        )
+
+
+def load(ref: str, opts: LoadOptions) -> TransformersBackend:
+    from llmforge.artifacts import is_run_dir, read_manifest
+    from llmforge.models.loader import default_device, load_model, resolve_model
+
+    device = default_device() if opts.device == "auto" else torch.device(opts.device)
+    cfg = ModelConfig(name_or_path=ref, dtype=opts.dtype,  # type: ignore[arg-type]
+                      trust_remote_code=opts.trust_remote_code)
+    model, tokenizer = load_model(cfg, device, merge_adapter=True)
+    resolved = resolve_model(ref)
+    info: dict[str, Any] = {"path": resolved.path, "adapter": str(resolved.adapter) if resolved.adapter else None}
+    if is_run_dir(Path(ref)):
+        info["kind"] = read_manifest(Path(ref)).get("kind")
+    return TransformersBackend(model, tokenizer, opts.max_model_len, info)

@@ -1,0 +1,80 @@
+"""Prometheus metrics under vLLM's names, so existing vLLM dashboards and alerts work unchanged.
+
+vLLM deprecated `vllm:time_per_output_token_seconds` for `vllm:inter_token_latency_seconds` (vLLM #24110);
+the per-request mean is `vllm:request_time_per_output_token_seconds`. Each server has its own registry, so
+two apps in one process never share counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from llmforge.serve.engine import RequestStats
+
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                   20.0, 40.0, 80.0, 160.0, 640.0)
+TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
+
+
+class _EngineGauges:
+    """Running and waiting requests, read from the engines at scrape time rather than tracked twice."""
+
+    def __init__(self, engines: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+        self.engines = engines
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily("vllm:num_requests_running", "Requests decoding now.", labels=["model_name"])
+        waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Requests waiting for a slot.",
+                                    labels=["model_name"])
+        for name, engine in self.engines():
+            running.add_metric([name], engine.num_running)
+            waiting.add_metric([name], engine.num_waiting)
+        yield running
+        yield waiting
+
+
+class ServeMetrics:
+    def __init__(self, engines: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+        self.registry = CollectorRegistry()
+        labels, r = ["model_name"], self.registry
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.", labels,
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between consecutive output tokens.", labels,
+                             buckets=TOKEN_BUCKETS, registry=r)
+        self.tpot = Histogram("vllm:request_time_per_output_token_seconds", "Mean time per output token of a request.",
+                              labels, buckets=TOKEN_BUCKETS, registry=r)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", labels,
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.queue = Histogram("vllm:request_queue_time_seconds", "Time spent waiting for a slot.", labels,
+                               buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=r)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", labels, registry=r)
+        self.success = Counter("vllm:request_success", "Finished requests by finish reason.",
+                               [*labels, "finished_reason"], registry=r)
+        r.register(_EngineGauges(engines))  # type: ignore[arg-type]
+
+    def observe(self, model: str, s: RequestStats) -> None:
+        """One finished request (called from the engine's worker thread; prometheus_client is thread-safe)."""
+        if s.scheduled is not None:
+            self.queue.labels(model).observe(s.scheduled - s.arrival)
+            self.prompt_tokens.labels(model).inc(s.prompt_tokens)
+        if s.first_token is not None:
+            self.ttft.labels(model).observe(s.first_token - s.arrival)
+        for a, b in zip(s.token_times, s.token_times[1:]):
+            self.itl.labels(model).observe(b - a)
+        if len(s.token_times) > 1:
+            self.tpot.labels(model).observe((s.token_times[-1] - s.token_times[0]) / (len(s.token_times) - 1))
+        self.generation_tokens.labels(model).inc(s.completion_tokens)
+        if s.finished is not None:
+            self.e2e.labels(model).observe(s.finished - s.arrival)
+        self.success.labels(model, s.finish_reason or "unknown").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,46 @@
+"""Prompts to token ids, exactly as training tokenized them (see `llmforge.data.tokenize`).
+
+Chat: the tokenizer's own template renders the conversation (it writes bos itself), then the text is encoded
+without special tokens. Plain text: encoded with the tokenizer's special tokens, as text samples were.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmforge.errors import LlmforgeError
+
+
+class PromptError(LlmforgeError):
+    """The prompt cannot be built for this model (e.g. chat without a chat template)."""
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str) -> list[int]:
+    if not has_chat_template(tokenizer):
+        raise PromptError(
+            f"model '{model_name}' has no chat template, so it cannot take chat messages; "
+            "use /v1/completions with a plain prompt"
+        )
+    # 'developer' is OpenAI's newer name for 'system'; templates written before it know only 'system'.
+    turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
+    text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def text_ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def seed_ids(tokenizer: Any, message: str, model_name: str) -> list[int]:
+    """The seed's /chat message: one user turn when the model has a chat template, else plain text."""
+    if has_chat_template(tokenizer):
+        return chat_ids(tokenizer, [{"role": "user", "content": message}], model_name)
+    return text_ids(tokenizer, message)
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False)

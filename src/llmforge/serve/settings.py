@@ -1,0 +1,90 @@
+"""The server's typed settings: one model, its field docs are the `--help` text of `llmforge serve`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llmforge.serve.backends import BACKENDS
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"demo": "demo"},
+        description="Served model name -> model reference (hub id, model dir, llmforge run dir incl. LoRA adapter "
+                    "runs, ONNX export dir, or 'demo'). Requests pick one by their `model` field; the first is the "
+                    "default of /chat and /batch_chat (vLLM: --served-model-name).",
+    )
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 to listen on every interface.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Bearer keys accepted on every route but liveness (/, /health); empty: no auth (vLLM: --api-key).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty (the default) allows none."
+    )
+    public_paths: list[str] = Field(
+        default_factory=lambda: ["/", "/health"],
+        description="Paths served without an API key. Liveness only by default; add /ready or /metrics for probes.",
+    )
+    backend: Literal["auto", "transformers", "onnx", "llamacpp", "vllm"] = Field(
+        "auto", description="Runtime; 'auto' follows what each artifact's manifest says it is."
+    )
+    device: str = Field("auto", description="'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': fp32 on CPU (no fast bf16 on these CPUs), bf16 on a GPU that supports it."
+    )
+    threads: int | None = Field(
+        None, ge=1,
+        description="PyTorch CPU threads; default: all cores but one, which is left to the HTTP event loop.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, description="Context length served (prompt + completion); default: the model's own."
+    )
+    max_concurrency: int = Field(16, ge=1, description="Requests decoding together per model (batch rows).")
+    max_queue: int = Field(64, ge=0, description="Requests waiting for a slot per model; beyond it: 429.")
+    max_prefill_tokens: int = Field(8192, ge=1, description="Padded prompt tokens prefilled in one engine step.")
+    max_batch_chat: int = Field(8, ge=1, description="Most messages in one /batch_chat request.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Longest a request may take, queue time included.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted; beyond it: 413.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM: stop accepting, let in-flight requests finish for this long."
+    )
+    warmup: bool = Field(True, description="Run one short generation per model before /ready says ready.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("serve at least one model")
+        for name, ref in v.items():
+            if not name or not ref:
+                raise ValueError("model names and references must not be empty")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v != "auto" and v not in BACKENDS:
+            raise ValueError(f"unknown backend '{v}'; allowed: auto, {', '.join(BACKENDS)}")
+        return v
+
+    @property
+    def default_model(self) -> str:
+        return next(iter(self.models))
+
+    @classmethod
+    def for_models(cls, refs: list[str], names: list[str] | None = None, **fields: object) -> ServeSettings:
+        """vLLM's convention: each model is served under its reference unless `--served-model-name` names it."""
+        names = names or []
+        if len(names) > len(refs):
+            raise ValueError(f"{len(names)} served model names for {len(refs)} models")
+        served = {(names[i] if i < len(names) else ref): ref for i, ref in enumerate(refs)}
+        if len(served) < len(refs):
+            raise ValueError("two models would be served under the same name; give --served-model-name for each")
+        return cls(models=served, **fields)  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""`llmforge export` end to end on a tiny model: every format is written and parity-checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import qa_records, write_jsonl
+from tests.integration.test_cli import cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export-cli")
+    data = write_jsonl(root / "qa.jsonl", qa_records(60))
+    cli("prepare", "--data", str(data), "--model", str(tiny_model_dir), "--output", "prep", cwd=root)
+    cli("train", "--model", str(tiny_model_dir), "--data", "prep", "--method", "lora", "--output", "adapter",
+        "--max-steps", "2", cwd=root)
+    return root
+
+
+def test_onnx_and_gguf_exports_pass_parity(tiny_model_dir: Path, workdir: Path) -> None:
+    out = cli("export", "--model", str(tiny_model_dir), "--data", "prep", "--output", "exported",
+              "-f", "onnx", "-f", "onnx-int8", "-f", "gguf-f16", "-f", "gguf-q8_0", cwd=workdir)
+    assert "parity" in out.stdout
+    metrics = json.loads((workdir / "exported" / "metrics.json").read_text())
+    onnx = metrics["formats"]["onnx"]
+    assert onnx["max_abs_logits_diff"] <= 1e-3 and onnx["greedy_identical"] and onnx["tokenization_identical"]
+    assert onnx["passed"] is True
+    int8 = metrics["formats"]["onnx-int8"]
+    assert int8["bytes"] < onnx["bytes"] / 2 and int8["top1_agreement"] > 0.5  # it runs, and it is smaller
+    for fmt in ("gguf-f16", "gguf-q8_0"):
+        assert metrics["formats"][fmt]["tensors"] > 0
+        assert (workdir / "exported" / fmt / "Modelfile").is_file()
+    manifest = json.loads((workdir / "exported" / "manifest.json").read_text())
+    assert set(manifest["formats"]) == {"onnx", "onnx-int8", "gguf-f16", "gguf-q8_0"}
+
+
+def test_an_adapter_alone_is_refused_with_a_merge_hint(workdir: Path) -> None:
+    out = cli("export", "--model", "adapter", "-f", "onnx", "--output", "nope", cwd=workdir, check=False)
+    assert out.returncode == 2 and "llmforge merge" in out.stdout + out.stderr
+    assert not (workdir / "nope").exists()
+
+
+def test_tensorrt_without_cuda_is_a_clear_error(tiny_model_dir: Path, workdir: Path) -> None:
+    out = cli("export", "--model", str(tiny_model_dir), "-f", "tensorrt-fp16", "--output", "trt", cwd=workdir,
+              check=False)
+    assert out.returncode == 2 and "CUDA" in out.stdout + out.stderr
+    assert not (workdir / "trt").exists()
