@@ -15,77 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPT, NEW, REPEATS, WARMUP = 128, 64, 5, 2
-FORMATS = ["onnx", "onnx-int8", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]
-
-
-def rate(generate: Callable[[int], Any]) -> float:
-    """Decode tokens/s of `generate(n)`, which produces n new tokens for the fixed prompt."""
-    def timed(n: int) -> float:
-        for _ in range(WARMUP):
-            generate(n)
-        times = []
-        for _ in range(REPEATS):
-            start = time.perf_counter()
-            generate(n)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    return (NEW - 1) / max(timed(NEW) - timed(1), 1e-9)
-
-
-def pytorch(model_dir: Path, prompt: list[int], threads: int) -> float:
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    ids = torch.tensor([prompt])
-
-    def generate(n: int) -> None:
-        with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, pad_token_id=0)
-
-    return rate(generate)
-
-
-def onnx(directory: Path, prompt: list[int], threads: int) -> float:
-    from llmforge.export.ort_runtime import OrtCausalLM
-
-    ort = OrtCausalLM.load(directory, threads=threads)
-    return rate(lambda n: ort.generate([prompt], n))  # no eos: always n tokens
-
-
-def gguf(path: Path, prompt: list[int], threads: int) -> float:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=threads, n_batch=512, verbose=False)
-
-    def generate(n: int) -> None:
-        llm.reset()
-        llm.eval(prompt)
-        for _ in range(n - 1):
-            llm.eval([int(np.argmax(llm._ctx.get_logits_ith(-1)[: llm.n_vocab()]))])
-
-    try:
-        return rate(generate)
-    finally:
-        llm.close()
-
-
-def best(fn: Callable[..., float], *args: Any) -> tuple[float, int]:
-    return max((fn(*args, t), t) for t in (1, 2))
+PROMPT, NEW, REPEATS = 128, 64, 5
+FORMATS = ["onnx", "onnx-int8", "onnx-int8-static", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]
 
 
 def main() -> None:
@@ -94,6 +32,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench-export")
     args = parser.parse_args()
 
+    from llmforge.bench.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
     from llmforge.config import ExportConfig, ExportOptions, ModelConfig
     from llmforge.export.runner import export
 
@@ -102,32 +41,32 @@ def main() -> None:
         sys.exit(f"no merged fine-tuned model at {model_dir}: run `make demo` first")
     result = export(ExportConfig(model=ModelConfig(name_or_path=str(model_dir)), data=args.runs / "prepare",
                                  export=ExportOptions(formats=FORMATS, threads=1), output_dir=args.work))
-    g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(8, 8000, (PROMPT,), generator=g).tolist()
+    prompt = torch.randint(8, 8000, (PROMPT,), generator=torch.Generator().manual_seed(0)).tolist()
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
-    speed, threads = best(pytorch, model_dir, prompt)
-    rows = [{"format": "PyTorch fp32 (transformers generate)", "bytes": size, "decode_b1": speed, "threads": threads,
-             "parity": "reference"}]
+    print("== PyTorch fp32", flush=True)
+    rows = [{"format": "PyTorch fp32 (transformers generate)", "bytes": size, "parity": "reference",
+             **fastest(pytorch_runtime, model_dir, prompt, NEW, REPEATS)}]
     try:
         import llama_cpp  # noqa: F401
         have_llama = True
     except ImportError:
         have_llama = False
     for fmt, m in result.metrics["formats"].items():
-        path = args.work / m["path"]
+        print(f"== {fmt}", flush=True)
         row = {"format": fmt, "bytes": m["bytes"], "parity": m.get("passed"),
-               "max_abs_logits_diff": m.get("max_abs_logits_diff"), "top1_agreement": m.get("top1_agreement")}
+               "max_abs_logits_diff": m.get("max_abs_logits_diff"), "top1_agreement": m.get("top1_agreement"),
+               "greedy_identical": m.get("greedy_identical")}
         if fmt.startswith("onnx"):
-            row["decode_b1"], row["threads"] = best(onnx, path, prompt)
+            row.update(fastest(onnx_runtime, args.work / m["path"], prompt, NEW, REPEATS))
         elif have_llama:
-            row["decode_b1"], row["threads"] = best(gguf, path, prompt)
+            row.update(fastest(gguf_runtime, args.work / m["path"], prompt, NEW, REPEATS))
         else:
             row["skipped"] = "llama-cpp-python not installed"
         rows.append(row)
     for r in rows:
         r["size_ratio"] = r["bytes"] / size
-        if "decode_b1" in r:
-            r["speedup"] = r["decode_b1"] / rows[0]["decode_b1"]
+        if "tokens_per_second" in r:
+            r["speedup"] = r["tokens_per_second"] / rows[0]["tokens_per_second"]
     out = ROOT / "bench" / "results"
     (out / "export.json").write_text(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "rows": rows},
                                                 indent=1) + "\n")
@@ -137,18 +76,21 @@ def main() -> None:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("format", "size MB", "size vs fp32", "decode tok/s (b=1)", "speed vs fp32", "threads", "parity",
-            "max abs logits diff", "top-1 agreement")
+            "max abs logits diff", "top-1 agreement", "greedy identical")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         parity = {True: "pass", False: "FAIL", None: "not measured"}.get(r["parity"], r["parity"])
-        speed = (f"{r['decode_b1']:,.0f}", f"{r['speedup']:.2f}x", str(r["threads"])) if "decode_b1" in r \
-            else (r.get("skipped", "-"), "-", "-")
+        speed = (f"{r['tokens_per_second']:,.0f}", f"{r['speedup']:.2f}x", str(r["threads"])) \
+            if "tokens_per_second" in r else (r.get("skipped", "-"), "-", "-")
         diff = "-" if r.get("max_abs_logits_diff") is None else f"{r['max_abs_logits_diff']:.2g}"
         top1 = "-" if r.get("top1_agreement") is None else f"{r['top1_agreement']:.1%}"
+        greedy = {True: "yes", False: "no", None: "-"}[r.get("greedy_identical")]
         lines.append(f"| {r['format']} | {r['bytes'] / 1e6:.1f} | {r['size_ratio']:.0%} | {speed[0]} | {speed[1]} | "
-                     f"{speed[2]} | {parity} | {diff} | {top1} |")
+                     f"{speed[2]} | {parity} | {diff} | {top1} | {greedy} |")
     return "\n".join(lines) + (f"\n\nBatch 1, greedy, {PROMPT}-token prompt, {NEW} new tokens, prefill excluded; "
-                               f"median of {REPEATS} after {WARMUP} warm-up runs, best of 1 and 2 threads.\n")
+                               f"median of {REPEATS} after 2 warm-up runs, best of 1 and 2 threads. Parity: max "
+                               "|logits difference| and top-1 agreement against PyTorch on held-out prompts, greedy "
+                               "tokens compared for 32 steps, tokenization on a unicode and special-token corpus.\n")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,28 @@ def _answer_rows(s: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _lifecycle_rows(s: dict) -> list[tuple[str, str]]:
+    rows = []
+    for name, v in s.get("compression", {}).items():
+        rows.append((f"compressed `{name}`: size, perplexity vs the fine-tuned model, KL, top-1 agreement",
+                     f"{v['size_bytes'] / 1e6:.1f} MB ({v['size_ratio']:.0%}), {v['perplexity']:.2f} "
+                     f"({v['perplexity_change']:+.1%}), {v['kl_divergence']:.3f}, {v['top1_agreement']:.1%}"))
+    for fmt, v in s.get("export", {}).get("formats", {}).items():
+        parity = {True: "pass", False: "FAIL", None: "not measured"}[v.get("passed")]
+        diff = f", max abs logits diff {v['max_abs_logits_diff']:.2g}" if "max_abs_logits_diff" in v else ""
+        greedy = f", greedy identical: {'yes' if v['greedy_identical'] else 'no'}" if "greedy_identical" in v else ""
+        rows.append((f"export `{fmt}`: size, parity", f"{v['bytes'] / 1e6:.1f} MB, {parity}{diff}{greedy}"))
+    if "serve" in s:
+        rows.append(("served (openai client): p50 latency of a 32-token reply, SIGTERM exit",
+                     f"{s['serve']['p50_latency_ms']:.0f} ms, {'clean' if s['serve']['clean_shutdown'] else 'NOT clean'}"))
+    if "size_reduction" in s:
+        rows.append(("size reduction, smallest variant (target > 50%)", f"**{s['size_reduction']:.0%}**"))
+    if "inference_speedup" in s:
+        rows.append(("decode speedup, fastest CPU export vs PyTorch fp32 (target > 3x)",
+                     f"**{s['inference_speedup']:.2f}x**"))
+    return rows
+
+
 def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
     s = summary
     rows = [
@@ -47,7 +69,9 @@ def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
         ("LoRA training time", f"{s['train_runtime_seconds']:.0f} s"),
         ("pipeline time (prepare, 2 evals, train)", f"{s['wall_seconds']:.0f} s"),
     ]
-    rows.append(("`llmforge demo` wall time (data, prepare, 2 evals, train)", f"{s.get('demo_seconds', 0):.0f} s"))
+    rows += _lifecycle_rows(s)
+    rows.append(("`llmforge demo` wall time (data, prepare, 2 evals, train, compress, export, serve)",
+                 f"{s.get('demo_seconds', 0):.0f} s"))
     if total_seconds is not None:
         rows.append(("`make demo` wall time on a fresh clone (venv install included)", f"**{total_seconds / 60:.1f} min**"))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -84,6 +108,11 @@ def bench_sections() -> str:
             parts.append(f"| {label} | {r['seconds']:.0f} | {r['real_tokens'] / r['seconds']:,.0f} | "
                          f"{r['held_out_response_loss']:.3f} |")
         parts.append(f"| **speedup** | **{t['speedup_wall']:.1f}x** | | |")
+    for name, title in (("compress", "Compression of the demo fine-tuned model (`bench/compress.py`)"),
+                        ("export", "Export formats of the demo fine-tuned model (`bench/export.py`)"),
+                        ("serve", "Serving under load (`bench/serve.py`)")):
+        if (results / f"{name}.md").exists():
+            parts += ["", f"{title}:", "", (results / f"{name}.md").read_text().strip()]
     variants = results / "variants.md"
     if variants.exists():
         parts += ["", "Variants (`llmforge bench` on the demo artifacts; report.html has the plots):", "",

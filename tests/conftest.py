@@ -30,3 +30,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def qa_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "qa.jsonl", qa_records())
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The QA records prepared for the tiny model: 80% train, 10% validation, 10% test (read-only)."""
+    from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig
+    from llmforge.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("prepared")
+    data = write_jsonl(root / "qa.jsonl", qa_records(160))
+    cfg = PrepareConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
+                        data=DataConfig(path=[str(data)], split=SplitConfig(validation=0.1, test=0.1)),
+                        output_dir=root / "prep")
+    return prepare(cfg).output_dir

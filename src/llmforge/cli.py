@@ -155,7 +155,7 @@ def compress(
     parent = model or (str(dirs["train"]) if (dirs["train"] / "manifest.json").is_file() else cfg.model.name_or_path)
     prepared = data or (dirs["prepare"] if (dirs["prepare"] / "manifest.json").is_file() else None)
     for opts in variants:
-        out = output if output and len(variants) == 1 else dirs["compress"] / opts.variant_name()
+        out = output if output and len(variants) == 1 else (output or dirs["compress"]) / opts.variant_name()
         ccfg = CompressConfig(model=cfg.model.model_copy(update={"name_or_path": parent}), data=prepared,
                               compress=opts, output_dir=out)
         result = run_compress(ccfg, callbacks=[train_progress()], stage=lambda s: console.rule(f"[bold]{s}"))
@@ -330,10 +330,10 @@ def bench_command(
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Bench run directories to compare side by side.")],
+    runs: Annotated[list[Path], typer.Argument(help="Bench runs, or compress runs, to compare side by side.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write report.md/html.")] = Path("runs/report"),
 ) -> None:
-    """Compare bench runs side by side: one table and one HTML page with plots."""
+    """Compare bench runs (speed, memory, size; plots) or compressed variants (size, quality vs parent)."""
     from llmforge.bench.compare import compare
     from llmforge.ui import show_markdown
 

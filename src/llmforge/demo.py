@@ -65,9 +65,9 @@ def demo_config(output_dir: Path = Path("runs/demo"), data: Path | None = None) 
         compress=[
             CompressOptions(name="int8", method="quantize", quantize=QuantizeOptions(scheme="int8-dynamic")),
             CompressOptions(name="pruned-25", method="prune",
-                            prune=PruneOptions(method="structured", sparsity=0.25, recovery="full")),
+                            prune=PruneOptions(method="structured", sparsity=0.25, recovery="distill")),
         ],
-        export=ExportOptions(formats=["onnx", "onnx-int8", "gguf-q8_0"]),
+        export=ExportOptions(formats=["onnx", "onnx-int8", "gguf-q8_0"], speed=True),
     )
 
 

@@ -70,6 +70,9 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         summary["artifacts"].update({f"compress {n}": str(dirs["compress"] / n) for n in summary["compression"]})
     if cfg.export.formats:
         summary["export"] = timed("export", lambda: export_model(cfg, hooks))
+        speedups = [m["speedup_vs_pytorch"] for m in summary["export"]["formats"].values() if "speedup_vs_pytorch" in m]
+        if speedups:
+            summary["inference_speedup"] = max(speedups)
         summary["artifacts"]["export"] = str(dirs["export"])
     if cfg.eval.generate_samples:
         summary["generation"] = {"base": _answer_metrics(base.metrics), "finetuned": _answer_metrics(tuned.metrics)}
@@ -107,9 +110,10 @@ def export_model(cfg: PipelineConfig, hooks: Hooks) -> dict[str, Any]:
     result = export(ExportConfig(model=model, data=dirs["prepare"], export=cfg.export, output_dir=dirs["export"]),
                     stage=hooks.stage)
     keep = ("bytes", "max_abs_logits_diff", "top1_agreement", "greedy_identical", "tokenization_identical",
-            "passed", "llama_cpp")
+            "passed", "llama_cpp", "decode_tokens_per_second", "speedup_vs_pytorch")
     formats = {fmt: {k: m[k] for k in keep if k in m} for fmt, m in result.metrics["formats"].items()}
     return {"parity_prompts": result.metrics["parity_prompts"], "parity_tokens": result.metrics["parity_tokens"],
+            "pytorch_fp32_tokens_per_second": result.metrics.get("pytorch_fp32_tokens_per_second"),
             "formats": formats}
 
 

@@ -150,7 +150,7 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
         Console().print(f"[bold]served[/] (openai client) -> {served['prompt'][:200]!r}")
         Console().print(served["reply"], highlight=False, markup=False)
         Console().print(f"p50 latency of a {served['latency_tokens']}-token reply: {served['p50_latency_ms']:.0f} ms; "
-                        f"server exit on SIGTERM: {'clean' if served['clean_shutdown'] else served['exit_code']}")
+                        f"SIGTERM: {'drained and exited cleanly' if served['clean_shutdown'] else 'exit ' + str(served['exit_code'])}")
     from llmforge.eval.success import success_check
 
     show(table("success check", success_check(summary)))
@@ -164,6 +164,7 @@ def export_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"format": fmt, "size MB": m["bytes"] / 1e6, "max |Δ logits|": m.get("max_abs_logits_diff"),
                      "top-1 agree": m.get("top1_agreement"), "greedy identical": m.get("greedy_identical"),
                      "tokens identical": m.get("tokenization_identical"),
+                     "decode tok/s": m.get("decode_tokens_per_second"), "x PyTorch": m.get("speedup_vs_pytorch"),
                      "parity": {True: "pass", False: "FAIL", None: "not measured"}[m.get("passed")]})
     return rows
 

@@ -79,3 +79,13 @@ def test_shipped_deepspeed_configs_parse(path: Path) -> None:
     stage = json.loads(path.read_text())["zero_optimization"]["stage"]
     assert stage in (2, 3) and path.stem == f"zero{stage}"
     assert load_config(None, [f"train.deepspeed={path}"]).train.deepspeed == str(path)
+
+
+def test_a_partial_recovery_train_section_keeps_the_recovery_defaults() -> None:
+    from llmforge.config import RECOVERY_DEFAULTS, PruneOptions
+
+    opts = PruneOptions(train={"max_steps": 2, "distill": {"alpha": 0.5}})
+    assert opts.train.max_steps == 2 and opts.train.method == RECOVERY_DEFAULTS["method"]
+    assert opts.train.learning_rate == RECOVERY_DEFAULTS["learning_rate"]
+    assert opts.train.distill.alpha == 0.5 and opts.train.distill.temperature == 1.0
+    assert PruneOptions.model_validate(opts.model_dump()) == opts  # a dumped config reloads unchanged

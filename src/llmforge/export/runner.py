@@ -185,6 +185,31 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
     return {"path": fmt, "bytes": _bytes(run.staging / fmt), **facts}
 
 
+def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir) -> float:
+    """Decode tokens/s of PyTorch fp32 and of each CPU format (added to `formats`); returns PyTorch's rate."""
+    from llmforge.bench.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
+
+    prompt = [t for p in ref.prompts for t in p][:128]  # held-out prompt tokens, as one 128-token prompt
+    threads = torch.get_num_threads()  # the PyTorch runtime sets the process-wide count; restored below
+    base = fastest(pytorch_runtime, model_dir, prompt, new_tokens=32, repeats=3)["tokens_per_second"]
+    try:
+        import llama_cpp  # noqa: F401
+        have_llama = True
+    except ImportError:
+        have_llama = False
+    for fmt, m in formats.items():
+        if fmt.startswith("onnx"):
+            measured = fastest(onnx_runtime, run.staging / m["path"], prompt, new_tokens=32, repeats=3)
+        elif fmt.startswith("gguf") and have_llama:
+            measured = fastest(gguf_runtime, run.staging / m["path"], prompt, new_tokens=32, repeats=3)
+        else:
+            continue
+        m["decode_tokens_per_second"] = measured["tokens_per_second"]
+        m["speedup_vs_pytorch"] = measured["tokens_per_second"] / base
+    torch.set_num_threads(threads)
+    return base
+
+
 def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".onnx", ".onnx_data", ".gguf",
                                                                                  ".engine"))
@@ -203,9 +228,21 @@ def _model_dir(ref: str) -> Path:
     return path
 
 
-def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
-    if not cfg.export.formats:
+def _preflight(cfg: ExportConfig) -> None:
+    """Refuse what cannot work before minutes of exporting."""
+    formats = cfg.export.formats
+    if not formats:
         raise LlmforgeError("export.formats is empty: name at least one format, e.g. onnx, onnx-int8, gguf-q8_0")
+    if any(f.startswith("tensorrt") for f in formats):
+        from llmforge.export.tensorrt import require_cuda
+
+        require_cuda()
+    if "onnx-int8-static" in formats and cfg.data is None:
+        raise LlmforgeError("onnx-int8-static needs `data` (a prepared dataset) for calibration samples")
+
+
+def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
+    _preflight(cfg)
     started = time.perf_counter()
     model_dir = _model_dir(cfg.model.name_or_path)
     model, tokenizer = load_model(cfg.model.model_copy(update={"dtype": "float32"}), torch.device("cpu"))
@@ -222,7 +259,11 @@ def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
             formats[fmt]["seconds"] = time.perf_counter() - begin
         metrics = {"source_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
                    "parity_prompts": len(ref.prompts), "parity_tokens": cfg.export.parity_tokens,
-                   "formats": formats, "seconds": time.perf_counter() - started}
+                   "formats": formats}
+        if cfg.export.speed:
+            stage("decode speed against PyTorch fp32")
+            metrics["pytorch_fp32_tokens_per_second"] = _speed(ref, model_dir, formats, run)
+        metrics["seconds"] = time.perf_counter() - started
         run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()}, "source_model": str(model_dir)}
         run.finish(metrics)
     return ExportResult(cfg.output_dir, metrics)

@@ -16,12 +16,16 @@ from llmforge.errors import LlmforgeError, require
 from llmforge.export.onnx import read_onnx_config
 
 
-def build_engine(onnx_dir: Path, out_dir: Path, precision: str = "fp16", max_batch: int = 8,
-                 max_len: int = 1024) -> dict[str, Any]:
-    """Parse `onnx_dir`'s model and write `out_dir/model.engine`; clear errors without CUDA or TensorRT."""
+def require_cuda() -> None:
     if not torch.cuda.is_available():
         raise LlmforgeError("TensorRT engines are built and run on NVIDIA GPUs; this machine has no CUDA device. "
                             "Use onnx or onnx-int8 (ONNX Runtime) or gguf-q8_0 (llama.cpp) on CPUs.")
+
+
+def build_engine(onnx_dir: Path, out_dir: Path, precision: str = "fp16", max_batch: int = 8,
+                 max_len: int = 1024) -> dict[str, Any]:
+    """Parse `onnx_dir`'s model and write `out_dir/model.engine`; clear errors without CUDA or TensorRT."""
+    require_cuda()
     trt = require("tensorrt", "tensorrt")
     start = time.perf_counter()
     config = read_onnx_config(onnx_dir)

@@ -70,4 +70,11 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
             out.close()
     return {"prompt": prompt, "reply": reply.choices[0].message.content, "usage": reply.usage.model_dump(),
             "p50_latency_ms": statistics.median(latencies) * 1e3, "latency_requests": requests,
-            "latency_tokens": max_tokens, "exit_code": code, "clean_shutdown": code == 0}
+            "latency_tokens": max_tokens, "exit_code": code,
+            # uvicorn re-raises SIGTERM once its graceful shutdown has completed, so -SIGTERM is a clean exit too
+            "clean_shutdown": code in (0, -signal.SIGTERM) and _drained(log)}
+
+
+def _drained(log: Path | None) -> bool:
+    """The server's own log says the application shut down (True when no log was kept)."""
+    return log is None or "Application shutdown complete" in Path(log).read_text(encoding="utf-8", errors="replace")

@@ -7,23 +7,10 @@ import pytest
 import torch
 
 from llmforge.artifacts import read_manifest
-from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig, TrainConfig, TrainOptions
-from llmforge.data.prepare import prepare
+from llmforge.config import ModelConfig, TrainConfig, TrainOptions
 from llmforge.eval.runner import load_split, score
 from llmforge.models.loader import load_model
 from llmforge.train.recipe import train
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.helpers import qa_records, write_jsonl
-
-    root = tmp_path_factory.mktemp("prepared")
-    data = write_jsonl(root / "qa.jsonl", qa_records(160))
-    cfg = PrepareConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
-                        data=DataConfig(path=[str(data)], split=SplitConfig(validation=0.1, test=0.1)),
-                        output_dir=root / "prep")
-    return prepare(cfg).output_dir
 
 
 def _train(model: str, prepared: Path, out: Path, **opts) -> dict:
