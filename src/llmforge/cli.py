@@ -351,7 +351,11 @@ def doctor() -> None:
 
 
 def main() -> None:
+    import os
     import warnings
+
+    # transformers' per-file "Loading weights" / "Writing model shards" bars would bury llmforge's own progress.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # transformers-internal noise
     try:

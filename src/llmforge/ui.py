@@ -139,8 +139,8 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
         show(table(f"answers to {gen['base'].get('generated_samples', 0)} held-out prompts", rows))
     if "compression" in summary:
         rows = [{"variant": name, "size MB": v["size_bytes"] / 1e6, "size": f"{v['size_ratio']:.0%}",
-                 "perplexity": v.get("perplexity"), "vs parent": v.get("perplexity_change"),
-                 "KL": v.get("kl_divergence"), "top-1 agree": v.get("top1_agreement")}
+                 "perplexity": v.get("perplexity"), "vs parent": f"{v['perplexity_change']:+.1%}",
+                 "KL": v.get("kl_divergence"), "top-1 agree": f"{v['top1_agreement']:.1%}"}
                 for name, v in summary["compression"].items()]
         show(table("compressed variants (against the fine-tuned model)", rows))
     if "export" in summary:

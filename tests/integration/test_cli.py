@@ -24,6 +24,13 @@ def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProces
     return result
 
 
+def prepared_workdir(root: Path, model: Path, records: int) -> Path:
+    """`root` with QA records prepared for `model` by the real CLI into `root/prep`."""
+    data = write_jsonl(root / "qa.jsonl", qa_records(records))
+    cli("prepare", "--data", str(data), "--model", str(model), "--output", "prep", cwd=root)
+    return root
+
+
 def test_prepare_train_eval_with_flags(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", qa_records(80))
     out = cli("prepare", "--data", str(data), "--model", str(tiny_model_dir), "--output", "prep",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import generate_in_fresh_process, qa_records, write_jsonl
-from tests.integration.test_cli import cli
+from tests.helpers import generate_in_fresh_process
+from tests.integration.test_cli import cli, prepared_workdir
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def workdir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compress-cli")
-    data = write_jsonl(root / "qa.jsonl", qa_records(80))
-    cli("prepare", "--data", str(data), "--model", str(tiny_model_dir), "--output", "prep", cwd=root)
+    prepared_workdir(root, tiny_model_dir, 80)
     return root
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import qa_records, write_jsonl
-from tests.integration.test_cli import cli
+from tests.integration.test_cli import cli, prepared_workdir
 
 pytestmark = pytest.mark.integration
 
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def workdir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export-cli")
-    data = write_jsonl(root / "qa.jsonl", qa_records(60))
-    cli("prepare", "--data", str(data), "--model", str(tiny_model_dir), "--output", "prep", cwd=root)
+    prepared_workdir(root, tiny_model_dir, 60)
     cli("train", "--model", str(tiny_model_dir), "--data", "prep", "--method", "lora", "--output", "adapter",
         "--max-steps", "2", cwd=root)
     return root

@@ -154,30 +154,21 @@ def test_exported_tokenizer_encodes_like_the_original(hf, onnx_dir: Path) -> Non
     assert report["tokenization_identical"] and report["identical"] == len(PARITY_TEXTS)
 
 
-def test_dynamic_int8_runs_smaller_and_close(onnx_dir: Path, ort_fp32: OrtCausalLM, prompt_ids: list[list[int]],
-                                             tmp_path: Path) -> None:
-    facts = quantize_onnx_int8(onnx_dir, tmp_path / "int8")
+@pytest.mark.parametrize(("kind", "method"), [("dynamic", "int8-dynamic"), ("static", "int8-static-qdq")])
+def test_int8_variants_run_smaller_and_close(onnx_dir: Path, ort_fp32: OrtCausalLM, prompt_ids: list[list[int]], hf,
+                                             tmp_path: Path, kind: str, method: str) -> None:
+    if kind == "dynamic":
+        facts = quantize_onnx_int8(onnx_dir, tmp_path / kind)
+    else:
+        facts = quantize_onnx_static(onnx_dir, tmp_path / kind, [hf[1](text)["input_ids"] for text in corpus(8)])
     assert facts["bytes"] < facts["source_bytes"] / 2.5
-    int8 = OrtCausalLM.load(tmp_path / "int8", threads=1)
-    assert int8.config["quantization"]["method"] == "int8-dynamic"
+    int8 = OrtCausalLM.load(tmp_path / kind, threads=1)
+    assert int8.config["quantization"]["method"] == method
     report = logits_parity(lambda ids: ort_fp32.logits([ids]), lambda ids: int8.logits([ids]), prompt_ids)
     # Logits here have std ~1.2: int8 moves them by ~0.07 on average and keeps >= 85% of the argmaxes.
     assert 0 < report["mean_abs_logits_diff"] < 0.15 and report["max_abs_logits_diff"] < 1.0
     assert report["top1_agreement"] >= 0.85
     assert [len(r) for r in int8.generate(prompt_ids, 5)] == [5, 5, 5]
-
-
-def test_static_int8_runs(onnx_dir: Path, ort_fp32: OrtCausalLM, prompt_ids: list[list[int]], hf,
-                          tmp_path: Path) -> None:
-    calibration = [hf[1](text)["input_ids"] for text in corpus(8)]
-    facts = quantize_onnx_static(onnx_dir, tmp_path / "static", calibration)
-    assert facts["bytes"] < facts["source_bytes"] / 2.5
-    static = OrtCausalLM.load(tmp_path / "static", threads=1)
-    assert static.config["quantization"]["method"] == "int8-static-qdq"
-    report = logits_parity(lambda ids: ort_fp32.logits([ids]), lambda ids: static.logits([ids]), prompt_ids)
-    assert 0 < report["mean_abs_logits_diff"] < 0.15 and report["max_abs_logits_diff"] < 1.0
-    assert report["top1_agreement"] >= 0.85
-    assert [len(r) for r in static.generate(prompt_ids, 5)] == [5, 5, 5]
 
 
 def test_peft_model_is_refused(hf, tmp_path: Path) -> None:
