@@ -61,14 +61,17 @@ def train_progress() -> Any:
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:
     t = Table(title=title)
-    for key in rows[0] if rows else []:
+    keys = list(dict.fromkeys(k for row in rows for k in row))  # every column any row has, in order
+    for key in keys:
         t.add_column(str(key))
     for row in rows:
-        t.add_row(*(Text(_fmt(v)) for v in row.values()))  # Text: values are data, never rich markup
+        t.add_row(*(Text(_fmt(row.get(k))) for k in keys))  # Text: values are data, never rich markup
     return t
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -164,7 +167,8 @@ def export_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"format": fmt, "size MB": m["bytes"] / 1e6, "max |Δ logits|": m.get("max_abs_logits_diff"),
                      "top-1 agree": m.get("top1_agreement"), "greedy identical": m.get("greedy_identical"),
                      "tokens identical": m.get("tokenization_identical"),
-                     "decode tok/s": m.get("decode_tokens_per_second"), "x PyTorch": m.get("speedup_vs_pytorch"),
+                     **({"decode tok/s": m["decode_tokens_per_second"], "x PyTorch": m["speedup_vs_pytorch"]}
+                        if "decode_tokens_per_second" in m else {}),
                      "parity": {True: "pass", False: "FAIL", None: "not measured"}[m.get("passed")]})
     return rows
 

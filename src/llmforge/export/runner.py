@@ -264,6 +264,7 @@ def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
             stage("decode speed against PyTorch fp32")
             metrics["pytorch_fp32_tokens_per_second"] = _speed(ref, model_dir, formats, run)
         metrics["seconds"] = time.perf_counter() - started
-        run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()}, "source_model": str(model_dir)}
+        run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()},
+                     "source_model": str(model_dir.resolve())}
         run.finish(metrics)
     return ExportResult(cfg.output_dir, metrics)

@@ -86,7 +86,8 @@ class ModelPool:
     def _load(self, model: ServedModel) -> None:
         s = self.settings
         start = time.perf_counter()
-        opts = LoadOptions(device=s.device, dtype=s.dtype, max_model_len=s.max_model_len)
+        opts = LoadOptions(device=s.device, dtype=s.dtype, max_model_len=s.max_model_len,
+                           max_rows=s.max_concurrency, threads=s.threads)
         backend = self.loader(model.ref, opts, s.backend)
         on_finish = (lambda stats: self.on_finish(model.name, stats)) if self.on_finish else None
         engine = Engine(backend, EngineConfig(s.max_concurrency, s.max_queue, s.max_prefill_tokens))

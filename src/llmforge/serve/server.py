@@ -46,8 +46,12 @@ def log_config(level: str) -> dict[str, Any]:
 def check_models(settings: ServeSettings) -> None:
     """Fail before binding the port when a model reference cannot even be resolved (a typo, a missing dir)."""
     from llmforge.models.loader import resolve_model
+    from llmforge.serve.backends import detect_backend
 
     for name, ref in settings.models.items():
+        backend = detect_backend(ref) if settings.backend == "auto" else settings.backend
+        if backend != "transformers":  # exports (ONNX, GGUF) are checked by their own loaders
+            continue
         try:
             resolve_model(ref)
         except LlmforgeError as exc:

@@ -19,6 +19,8 @@ class LoadOptions:
     dtype: str = "auto"  # "auto": fp32 on CPU, bf16 on a GPU that supports it
     max_model_len: int | None = None  # None: the model's own context length
     trust_remote_code: bool = False
+    max_rows: int = 16  # rows decoding together (the engine's max_batch); backends with fixed slots size by it
+    threads: int | None = None  # CPU threads for backends that take their own (llama.cpp)
 
 
 class Backend(Protocol):
