@@ -16,7 +16,7 @@ from llmforge.config import BenchConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.loader import resolve_model
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt", ".engine")
 
 
 @dataclass
@@ -37,7 +37,12 @@ def artifact_bytes(model: str) -> int:
     folders = [Path(resolved.path)] + ([resolved.adapter] if resolved.adapter else [])
     if not all(f.is_dir() for f in folders):
         return 0  # a hub id: not on disk
-    return sum(p.stat().st_size for f in folders for p in f.rglob("*") if p.name.endswith(WEIGHT_SUFFIXES))
+    return sum(weight_file_bytes(f) for f in folders)
+
+
+def weight_file_bytes(folder: Path) -> int:
+    """Bytes of the weight files under `folder` (safetensors, ONNX graphs and data, GGUF, engines)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.name.endswith(WEIGHT_SUFFIXES))
 
 
 def run_worker(name: str, model: str, cfg: BenchConfig) -> dict[str, Any]:

@@ -21,9 +21,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     model, tokenizer = load_model(ModelConfig(name_or_path=job["model"]), merge_adapter=True)
     load_seconds = time.perf_counter() - start
+    weights, weight_bytes = stored_weights(model)
     result: dict[str, Any] = {
         "name": job["name"], "model": job["model"], "load_seconds": load_seconds,
-        "parameters": stored_weights(model)[0], "weight_bytes": stored_weights(model)[1],
+        "parameters": weights, "weight_bytes": weight_bytes,
         "dtype": _dtype(model),
         **measure(model, len(tokenizer), opts),
     }

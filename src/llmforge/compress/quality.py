@@ -27,7 +27,7 @@ def torch_logits(model: Any) -> LogitsFn:
     return fn
 
 
-def _batches(dataset: Any, batch_size: int) -> Any:
+def padded_batches(dataset: Any, batch_size: int) -> Any:
     lengths = [len(ids) for ids in dataset["input_ids"]]
     order = sorted(range(len(dataset)), key=lengths.__getitem__)  # similar lengths together: less padding
     for start in range(0, len(order), batch_size):
@@ -45,7 +45,7 @@ def compare_logits(parent: LogitsFn, child: LogitsFn, dataset: Any, batch_size: 
     """Perplexities of both, and token-weighted KL / top-1 agreement over the scored (response) positions."""
     nll = {"parent": 0.0, "child": 0.0}
     tokens, kl_sum, agree_sum = 0, 0.0, 0.0
-    for input_ids, mask, labels in _batches(dataset, batch_size):
+    for input_ids, mask, labels in padded_batches(dataset, batch_size):
         p, c = parent(input_ids, mask), child(input_ids, mask)  # (B, T, V) each
         n = 0
         for key, logits in (("parent", p), ("child", c)):

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.bench.measure import stored_weights
+from llmforge.bench.runner import artifact_bytes, weight_file_bytes
 from llmforge.config import CompressConfig, ModelConfig, PruneOptions, TrainConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.loader import load_model
 
 Stage = Callable[[str], None]
-WEIGHT_FILES = (".safetensors", ".onnx", ".onnx_data", ".gguf")
 UNSTRUCTURED_NOTE = ("unstructured sparsity zeroes weights inside dense tensors: the file and the latency are "
                      "those of the parent; it pays off only with sparse formats and kernels")
 
@@ -32,16 +33,6 @@ UNSTRUCTURED_NOTE = ("unstructured sparsity zeroes weights inside dense tensors:
 class CompressResult:
     output_dir: Path
     metrics: dict[str, Any]
-
-
-def weight_bytes_on_disk(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.name.endswith(WEIGHT_FILES))
-
-
-def _parent_bytes(ref: str) -> int:
-    from llmforge.bench.runner import artifact_bytes
-
-    return artifact_bytes(ref)
 
 
 def _splits(cfg: CompressConfig) -> tuple[Any, Any]:
@@ -60,9 +51,9 @@ def _splits(cfg: CompressConfig) -> tuple[Any, Any]:
 
 
 def _calibration_batches(calib: Any, batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
-    from llmforge.compress.quality import _batches
+    from llmforge.compress.quality import padded_batches
 
-    return [{"input_ids": ids, "attention_mask": mask} for ids, mask, _ in _batches(calib, batch_size)]
+    return [{"input_ids": ids, "attention_mask": mask} for ids, mask, _ in padded_batches(calib, batch_size)]
 
 
 def _recovery_train_options(prune: PruneOptions, method: str, parent: str) -> Any:
@@ -209,10 +200,10 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
         child = load_variant(run.staging / model_dir, cfg.model)
         metrics: dict[str, Any] = {
             "variant": opts.variant_name(),
-            "size_bytes": weight_bytes_on_disk(run.staging / model_dir),
-            "parent_size_bytes": _parent_bytes(cfg.model.name_or_path),
-            "parameters": _parameters(child),
-            "parent_parameters": _parameters(parent),
+            "size_bytes": weight_file_bytes(run.staging / model_dir),
+            "parent_size_bytes": artifact_bytes(cfg.model.name_or_path),
+            "parameters": stored_weights(child)[0],  # int8 buffers and packed layers count as weights
+            "parent_parameters": stored_weights(parent)[0],
             **facts,
         }
         metrics["size_ratio"] = metrics["size_bytes"] / max(metrics["parent_size_bytes"], 1)
@@ -230,11 +221,4 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
                      "base_model": cfg.model.name_or_path}
         run.finish(metrics)
     return CompressResult(cfg.output_dir, metrics)
-
-
-def _parameters(model: Any) -> int:
-    """Stored weights: parameters, plus int8 buffers and packed int8 layers of quantized models."""
-    from llmforge.bench.measure import stored_weights
-
-    return stored_weights(model)[0]
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.bench.runner import weight_file_bytes
 from llmforge.config import ExportConfig
 from llmforge.errors import LlmforgeError
 from llmforge.export import parity
@@ -163,14 +164,14 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
         onnx_export.export_onnx(ref.model, ref.tokenizer, run.file("onnx"))
     n, threads = cfg.export.parity_tokens, cfg.export.threads
     if fmt == "onnx":
-        return {"path": "onnx", "bytes": _bytes(onnx_dir), **_onnx_parity(ref, onnx_dir, n, threads)}
+        return {"path": "onnx", "bytes": weight_file_bytes(onnx_dir), **_onnx_parity(ref, onnx_dir, n, threads)}
     if fmt in ("onnx-int8", "onnx-int8-static"):
         out = run.file(fmt)
         if fmt == "onnx-int8":
             facts = onnx_export.quantize_onnx_int8(onnx_dir, out)
         else:
             facts = onnx_export.quantize_onnx_static(onnx_dir, out, _calibration(cfg))
-        return {"path": fmt, "bytes": _bytes(out), "quantization": facts.get("quantization"),
+        return {"path": fmt, "bytes": weight_file_bytes(out), "quantization": facts.get("quantization"),
                 **_onnx_parity(ref, out, n, threads)}
     if fmt.startswith("gguf-"):
         from llmforge.export.gguf import export_gguf
@@ -182,7 +183,7 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
     from llmforge.export.tensorrt import build_engine
 
     facts = build_engine(onnx_dir, run.file(fmt), precision=fmt.removeprefix("tensorrt-"))
-    return {"path": fmt, "bytes": _bytes(run.staging / fmt), **facts}
+    return {"path": fmt, "bytes": weight_file_bytes(run.staging / fmt), **facts}
 
 
 def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir) -> float:
@@ -208,11 +209,6 @@ def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir
         m["speedup_vs_pytorch"] = measured["tokens_per_second"] / base
     torch.set_num_threads(threads)
     return base
-
-
-def _bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".onnx", ".onnx_data", ".gguf",
-                                                                                 ".engine"))
 
 
 def _model_dir(ref: str) -> Path:
