@@ -4,7 +4,9 @@
 
 Reads `runs/demo/summary.json` (written by `make demo`), the shipped base model's provenance, and whatever the
 bench scripts left in bench/results/ (prepare.json, train_throughput.json, variants.md), and replaces the block
-between `<!-- results:start -->` and `<!-- results:end -->` in README.md.
+between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from `runs/demo-real/summary.json`
+(`make demo-real`) it replaces the block between `<!-- real-results:start -->` and `<!-- real-results:end -->`.
+Either block is left as it is when its summary is missing.
 """
 
 from __future__ import annotations
@@ -82,6 +84,38 @@ def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
     return "\n".join(lines)
 
 
+def real_table(s: dict, total_seconds: float | None, note: str | None = None) -> str:
+    """The real-model block, from `runs/demo-real/summary.json` (`make demo-real`)."""
+    code, probe, met = s["code_tasks"], s["general_probe"], s["targets"]
+    ok = {True: "met", False: "**not met**"}
+    n = s["samples"]
+    rows = [
+        ("model", "SmolLM2-135M-Instruct, LoRA r16 all-linear, fp32, 1 epoch"),
+        ("generated docstring -> function tasks (train / validation / test, held out by task)",
+         " / ".join(f"{n[k]:,}" for k in ("train", "validation", "test"))),
+        (f"held-out response perplexity, base -> fine-tuned ({s['scored_tokens']:,} tokens)",
+         f"{s['base_perplexity']:.3f} -> {s['finetuned_perplexity']:.3f}"),
+        ("perplexity reduction (target >= 15%)",
+         f"**{s['perplexity_reduction']:.1%}** ({ok[met['perplexity_reduction_at_least_15pct']]})"),
+        (f"pass rate on {code['held_out_tasks']} held-out tasks ({code['tests_per_task']} tests each, "
+         "sandboxed subprocess), base -> fine-tuned",
+         f"**{code['base_pass_rate']:.1%} -> {code['finetuned_pass_rate']:.1%}** ({ok[met['pass_rate_improved']]})"),
+        (f"general probe ({probe['items']} prompts: facts, arithmetic, formatting), base -> fine-tuned",
+         f"{probe['base_score']:.1%} -> {probe['finetuned_score']:.1%} (lost {len(probe['lost'])}, gained "
+         f"{len(probe['gained'])}; kept: {ok[met['general_ability_kept']]})"),
+        ("LoRA training", f"{s['train_runtime_seconds']:.0f} s, {s['train_tokens_per_second']:,.0f} tokens/s"),
+        ("`llmforge demo --real` wall time (data, prepare, 2 perplexity evals, train, 2 x pass rate + probe)",
+         f"{s['demo_seconds'] / 60:.1f} min"),
+    ]
+    if total_seconds is not None:
+        rows.append(("`make demo-real` wall time (venv already installed)", f"**{total_seconds / 60:.1f} min**"))
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = ["", f"Real model ({machine}; `make demo-real`, written by `bench/readme_results.py` from "
+             f"`runs/demo-real/summary.json`{'; ' + note if note else ''}):", "",
+             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
+
+
 def bench_sections() -> str:
     results = ROOT / "bench" / "results"
     parts = []
@@ -124,15 +158,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
     parser.add_argument("--total-seconds", type=float, default=None, help="measured `make demo` wall time")
+    parser.add_argument("--real", type=Path, default=ROOT / "runs" / "demo-real",
+                        help="the real-model demo's run dir (its block is left out when it has no summary.json)")
+    parser.add_argument("--real-total-seconds", type=float, default=None, help="measured `make demo-real` wall time")
+    parser.add_argument("--real-note", default=None, help="how the real run was measured (CPU, other load)")
     args = parser.parse_args()
-    summary = json.loads((args.run_dir / "summary.json").read_text())
-    provenance = json.loads((ROOT / "src/llmforge/assets/demo-base/provenance.json").read_text())
     readme = ROOT / "README.md"
-    body = table(summary, provenance, args.total_seconds) + "\n" + bench_sections()
-    block = f"<!-- results:start -->\n{body}\n<!-- results:end -->"
-    text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
+    text = readme.read_text()
+    if (args.run_dir / "summary.json").exists():
+        summary = json.loads((args.run_dir / "summary.json").read_text())
+        provenance = json.loads((ROOT / "src/llmforge/assets/demo-base/provenance.json").read_text())
+        body = table(summary, provenance, args.total_seconds) + "\n" + bench_sections()
+        text = _replace_block(text, "results", body)
+    if (args.real / "summary.json").exists():  # its own block: `make demo-real` runs apart from `make demo`
+        body = real_table(json.loads((args.real / "summary.json").read_text()), args.real_total_seconds,
+                          args.real_note).strip()
+        text = _replace_block(text, "real-results", body)
     readme.write_text(text)
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    block = f"<!-- {name}:start -->\n{body}\n<!-- {name}:end -->"
     print(block)
+    return re.sub(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", lambda _: block, text, flags=re.S)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ _API = {
     "ServeSettings": ("llmforge.serve.settings", "ServeSettings"),
     "run": ("llmforge.pipeline", "run"),
     "load": ("llmforge.models.loader", "load_model"),
+    "pull": ("llmforge.models.pull", "pull"),
+    "PullConfig": ("llmforge.models.pull", "PullConfig"),
     "load_config": ("llmforge.config", "load_config"),
     "PipelineConfig": ("llmforge.config", "PipelineConfig"),
     "PrepareConfig": ("llmforge.config", "PrepareConfig"),

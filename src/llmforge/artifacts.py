@@ -81,6 +81,8 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         partial = run_dir.with_name(run_dir.name + ".partial")
         hint = f" ({partial} exists: that run did not finish)" if partial.exists() else ""
+        if not run_dir.exists():
+            raise LlmforgeError(f"{run_dir} does not exist; expected a finished llmforge run directory{hint}")
         raise LlmforgeError(f"{run_dir} is not a finished llmforge run directory: no {MANIFEST}{hint}")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -111,6 +113,7 @@ class RunDir:
         parents: list[Path] | None = None,
         dataset_fingerprint: str | None = None,
         keep_partial: bool = False,
+        resumable: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.name + ".partial")
@@ -122,6 +125,7 @@ class RunDir:
         self.started = dt.datetime.now(dt.timezone.utc)
         self.extra: dict[str, Any] = {}
         self.keep_partial = keep_partial
+        self.resumable = resumable  # a subfolder (e.g. "checkpoints") that, once non-empty, survives a failure
 
     def __enter__(self) -> RunDir:
         if self.keep_partial:  # resume a crashed run, or join one a launcher prepared: keep what is there
@@ -134,8 +138,16 @@ class RunDir:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        # On failure the staging dir stays as `<name>.partial` for inspection; it never looks complete.
+        # A failed stage leaves nothing behind, unless it holds work a rerun can continue from (`resumable`:
+        # training checkpoints), or it was joined rather than created here (`keep_partial`).
+        if exc_type is None or self.keep_partial or self._resumable():
+            return None
+        shutil.rmtree(self.staging, ignore_errors=True)
         return None
+
+    def _resumable(self) -> bool:
+        folder = self.staging / self.resumable if self.resumable else None
+        return folder is not None and folder.is_dir() and any(folder.iterdir())
 
     def file(self, relative: str) -> Path:
         path = self.staging / relative

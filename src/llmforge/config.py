@@ -28,7 +28,8 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name_or_path: str = Field(
         "demo",
-        description="Hub id, local model directory, llmforge run directory, or 'demo' (the embedded model).",
+        description="Hub id, local model directory, llmforge run directory, 'demo' (the embedded model), or a "
+        "preset name (`llmforge models`; a pulled preset is its local copy).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     trust_remote_code: bool = Field(
@@ -66,7 +67,18 @@ class SplitConfig(Section):
 class DataConfig(Section):
     path: list[str] = Field(
         default_factory=list,
-        description="Input files, globs or saved `datasets` directories (.jsonl, .json, .csv, .parquet).",
+        description="Input files, globs or saved `datasets` directories (.jsonl, .json, .csv, .parquet), split "
+        "into train / validation / test by data.split, except for a split given its own files below.",
+    )
+    validation_path: list[str] = Field(
+        default_factory=list,
+        description="Files of the validation split, used as given (CLI --eval-data): data.split.validation is "
+        "then not applied to data.path.",
+    )
+    test_path: list[str] = Field(
+        default_factory=list,
+        description="Files of the test split, used as given (CLI --test-data): data.split.test is then not "
+        "applied to data.path.",
     )
     format: DataFormat = Field("auto", description="Record format; 'auto' detects it from the keys.")
     columns: dict[str, str] = Field(
@@ -89,9 +101,22 @@ class DataConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _path_as_list(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("path"), str):
-            data = {**data, "path": [data["path"]]}
+        for key in ("path", "validation_path", "test_path"):
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                data = {**data, key: [data[key]]}
         return data
+
+    @model_validator(mode="after")
+    def _one_way_to_split(self) -> DataConfig:
+        if self.split.column and (self.validation_path or self.test_path):
+            raise ValueError("data.split.column names each record's split; it cannot be combined with "
+                             "data.validation_path or data.test_path (files per split): use one or the other")
+        return self
+
+    def split_files(self) -> dict[str, list[str]]:
+        """The splits given their own files (validation, test), each mapped to its inputs."""
+        return {split: paths for split, paths in (("validation", self.validation_path), ("test", self.test_path))
+                if paths}
 
 
 class LoraOptions(Section):
@@ -198,12 +223,36 @@ class EvalOptions(Section):
     )
 
 
+class QualityGate(Section):
+    """Limits a quantized model must meet against its parent on held-out text, or it is marked failed."""
+
+    max_perplexity_change: float = Field(
+        0.05, gt=0, description="Largest allowed relative perplexity increase over the parent (0.05 = +5%).")
+    min_top1_agreement: float = Field(
+        0.85, ge=0, le=1, description="Smallest allowed share of positions where the variant's most likely next "
+        "token is the parent's.")
+
+    def failures(self, metrics: dict[str, Any]) -> list[str]:
+        """The limits `metrics` (perplexity_change, top1_agreement against the parent) break; empty if none."""
+        broken = []
+        if metrics.get("perplexity_change", 0.0) > self.max_perplexity_change:
+            broken.append(f"perplexity {metrics['perplexity_change']:+.1%} > +{self.max_perplexity_change:.1%}")
+        if metrics.get("top1_agreement", 1.0) < self.min_top1_agreement:
+            broken.append(f"top-1 agreement {metrics['top1_agreement']:.1%} < {self.min_top1_agreement:.1%}")
+        return broken
+
+    def apply(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """gate_passed / gate_failures / the limits, to record beside the measured numbers."""
+        broken = self.failures(metrics)
+        return {"gate_passed": not broken, "gate_failures": broken, "gate": self.model_dump()}
+
+
 class QuantizeOptions(Section):
     scheme: Literal[
         "int8-dynamic", "int8-weight-only", "int8-static", "fp16", "bf16", "nf4", "bnb-int8", "int4-weight-only"
     ] = Field(
         "int8-dynamic",
-        description="int8-dynamic: int8 weights, activations quantized per batch (the fastest int8 on CPU); "
+        description="int8-dynamic: int8 weights, activations quantized per token at run time (the fastest int8 on CPU); "
         "int8-weight-only: int8 weights, float activations; int8-static: weights and activations calibrated on "
         "training samples, for ONNX Runtime (QDQ); fp16/bf16: half-precision copies; nf4/bnb-int8 "
         "(bitsandbytes) and int4-weight-only (torchao): CUDA only.",
@@ -216,6 +265,27 @@ class QuantizeOptions(Section):
         0.5, ge=0, le=1, description="int8-dynamic: SmoothQuant migration strength alpha, calibrated on training "
         "samples (needs data); null turns it off.",
     )
+    activation_scales: Literal["per-token", "per-tensor"] = Field(
+        "per-token", description="int8-dynamic: one activation scale per token (row), or one per call (fbgemm's "
+        "dynamic Linear). Per-token keeps one token's outliers from crushing the others' precision.",
+    )
+    weight_only: list[str] | Literal["auto"] = Field(
+        default_factory=lambda: ["lm_head"],
+        description="int8-dynamic: layers that keep float activations (same int8 weights, same file size): module "
+        "names, or auto (the layers with the largest measured int8 sensitivity, see weight_only_share).",
+    )
+    weight_only_share: float = Field(
+        0.5, gt=0, le=1, description="weight_only=auto: keep the fewest layers at weight-only int8 that together "
+        "account for this share of the summed single-layer KL (needs data).",
+    )
+    sensitivity: bool = Field(
+        False, description="Measure every layer's int8 sensitivity (one layer quantized at a time, KL against the "
+        "float model on calibration samples) and write the table into metrics.json (needs data; ~1 forward pass "
+        "of the calibration samples per layer).",
+    )
+    sensitivity_samples: int = Field(8, ge=1, description="Calibration samples for the sensitivity table.")
+    gate: QualityGate = Field(default_factory=lambda: QualityGate(),
+                              description="Quality limits against the parent; a variant outside them is failed.")
 
 
 RECOVERY_DEFAULTS: dict[str, Any] = {  # a short, gentle fine-tune: measured on the demo by bench/compress.py
@@ -302,6 +372,9 @@ class ExportOptions(Section):
         "onnx-int8-static (calibrated QDQ), gguf-<type> (llama.cpp / Ollama), tensorrt-fp16/int8 (CUDA).",
     )
     parity_prompts: int = Field(8, ge=1, description="Prompts for the parity check (held-out prompts with data).")
+    gate: QualityGate = Field(
+        default_factory=lambda: QualityGate(), description="Quality gate for quantized formats (perplexity change "
+        "and top-1 agreement against PyTorch on the parity prompts); a format outside it is marked failed.")
     parity_tokens: int = Field(32, ge=1, description="Greedy tokens compared per prompt.")
     calibration_samples: int = Field(64, ge=1, description="Training samples calibrating onnx-int8-static.")
     threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes in the parity check.")

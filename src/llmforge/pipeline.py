@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from llmforge.artifacts import write_json
 from llmforge.config import CompressConfig, EvalConfig, ExportConfig, ModelConfig, PipelineConfig, PrepareConfig, TrainConfig, stage_dirs
 from llmforge.data.prepare import PrepareResult, prepare
 from llmforge.eval.runner import EvalResult, evaluate
+from llmforge.eval.success import counted_speedup
 from llmforge.train.recipe import TrainResult, train
 
 
@@ -23,6 +25,8 @@ class Hooks:
 
     stage: Callable[[str], None] = lambda name: None
     train_callbacks: Callable[[], list[Any]] = list
+    # A fresh progress reporter per stage (see llmforge.progress), used as a context manager; None: no progress.
+    progress: Callable[[str], AbstractContextManager[Any]] = lambda name: nullcontext(None)
 
 
 def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
@@ -38,16 +42,21 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         timings[name] = time.perf_counter() - t
         return result
 
-    prepared: PrepareResult = timed("prepare", lambda: prepare(
-        PrepareConfig(model=cfg.model, data=cfg.data, output_dir=dirs["prepare"])))
-    base: EvalResult = timed("eval base", lambda: evaluate(
-        EvalConfig(model=cfg.model, data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_base"])))
+    def reported(name: str, fn: Callable[[Any], Any]) -> Any:
+        with hooks.progress(name) as progress:
+            return fn(progress)
+
+    prepared: PrepareResult = timed("prepare", lambda: reported("preparing", lambda p: prepare(
+        PrepareConfig(model=cfg.model, data=cfg.data, output_dir=dirs["prepare"]), progress=p)))
+    base: EvalResult = timed("eval base", lambda: reported("scoring", lambda p: evaluate(
+        EvalConfig(model=cfg.model, data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_base"]),
+        progress=p)))
     trained: TrainResult = timed("train", lambda: train(
         TrainConfig(model=cfg.model, data=dirs["prepare"], train=cfg.train, output_dir=dirs["train"]),
         callbacks=hooks.train_callbacks()))
-    tuned: EvalResult = timed("eval fine-tuned", lambda: evaluate(
+    tuned: EvalResult = timed("eval fine-tuned", lambda: reported("scoring", lambda p: evaluate(
         EvalConfig(model=ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])}),
-                   data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_finetuned"])))
+                   data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_finetuned"]), progress=p)))
     base_ppl, tuned_ppl = base.metrics["perplexity"], tuned.metrics["perplexity"]
     summary = {
         "name": cfg.name,
@@ -66,13 +75,15 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
     }
     if cfg.compress:
         summary["compression"] = timed("compress", lambda: compress_variants(cfg, hooks))
-        summary["size_reduction"] = 1 - min(v["size_ratio"] for v in summary["compression"].values())
+        kept = [v["size_ratio"] for v in summary["compression"].values() if v.get("passed") is not False]
+        if kept:  # a variant that failed its quality gate does not count
+            summary["size_reduction"] = 1 - min(kept)
         summary["artifacts"].update({f"compress {n}": str(dirs["compress"] / n) for n in summary["compression"]})
     if cfg.export.formats:
         summary["export"] = timed("export", lambda: export_model(cfg, hooks))
-        speedups = [m["speedup_vs_pytorch"] for m in summary["export"]["formats"].values() if "speedup_vs_pytorch" in m]
-        if speedups:
-            summary["inference_speedup"] = max(speedups)
+        speedup = counted_speedup(summary["export"]["formats"])  # failed formats do not count
+        if speedup is not None:
+            summary["inference_speedup"] = speedup
         summary["artifacts"]["export"] = str(dirs["export"])
     if cfg.eval.generate_samples:
         summary["generation"] = {"base": _answer_metrics(base.metrics), "finetuned": _answer_metrics(tuned.metrics)}
@@ -82,7 +93,7 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
 
 COMPRESSION_KEYS = ("size_bytes", "size_ratio", "parameters", "parameter_reduction", "perplexity",
                     "parent_perplexity", "perplexity_change", "kl_divergence", "top1_agreement", "rougeL",
-                    "rougeL_vs_parent")
+                    "rougeL_vs_parent", "passed", "gate_failures")
 
 
 def compress_variants(cfg: PipelineConfig, hooks: Hooks) -> dict[str, dict[str, Any]]:
@@ -94,9 +105,10 @@ def compress_variants(cfg: PipelineConfig, hooks: Hooks) -> dict[str, dict[str, 
     results = {}
     for opts in cfg.compress:
         name = opts.variant_name()
-        result = compress(CompressConfig(model=model, data=dirs["prepare"], compress=opts,
-                                         output_dir=dirs["compress"] / name),
-                          callbacks=hooks.train_callbacks(), stage=hooks.stage)
+        with hooks.progress("measuring") as progress:
+            result = compress(CompressConfig(model=model, data=dirs["prepare"], compress=opts,
+                                             output_dir=dirs["compress"] / name),
+                              callbacks=hooks.train_callbacks(), stage=hooks.stage, progress=progress)
         results[name] = {k: result.metrics[k] for k in COMPRESSION_KEYS if k in result.metrics}
     return results
 
@@ -107,10 +119,12 @@ def export_model(cfg: PipelineConfig, hooks: Hooks) -> dict[str, Any]:
 
     dirs = stage_dirs(cfg)
     model = ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])})
-    result = export(ExportConfig(model=model, data=dirs["prepare"], export=cfg.export, output_dir=dirs["export"]),
-                    stage=hooks.stage)
+    with hooks.progress("parity") as progress:
+        result = export(ExportConfig(model=model, data=dirs["prepare"], export=cfg.export,
+                                     output_dir=dirs["export"]), stage=hooks.stage, progress=progress)
     keep = ("bytes", "max_abs_logits_diff", "top1_agreement", "greedy_identical", "tokenization_identical",
-            "passed", "llama_cpp", "decode_tokens_per_second", "speedup_vs_pytorch")
+            "perplexity_change", "gate_failures", "passed", "llama_cpp", "decode_tokens_per_second",
+            "speedup_vs_pytorch")
     formats = {fmt: {k: m[k] for k in keep if k in m} for fmt, m in result.metrics["formats"].items()}
     return {"parity_prompts": result.metrics["parity_prompts"], "parity_tokens": result.metrics["parity_tokens"],
             "pytorch_fp32_tokens_per_second": result.metrics.get("pytorch_fp32_tokens_per_second"),

@@ -1,17 +1,58 @@
-"""Terminal presentation for the CLI: progress bars and tables (rich). Library code never prints."""
+"""Presentation for the CLI: progress, tables and messages. Library code never prints.
+
+On a terminal: rich bars, tables and rules. In a log (output redirected): progress as plain lines with count,
+total, rate and ETA; tables at their natural width; no colours. Data (paths, names, messages) is always printed
+as given, never read as rich markup, so `llmforge[llamacpp]` stays `llmforge[llamacpp]`.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 console = Console(stderr=True)
+
+# Not on a terminal (a redirected log), progress is a plain line every this many seconds, and tables use their
+# natural width instead of being cut to 80 columns.
+PROGRESS_SECONDS_ENV = "LLMFORGE_PROGRESS_SECONDS"
+DEFAULT_PROGRESS_SECONDS = 10.0
+_LOG_WIDTH = 10_000
+
+
+def _stdout() -> Console:
+    out = Console()
+    return out if out.is_terminal else Console(width=_LOG_WIDTH)
+
+
+def say(text: str) -> None:
+    """Print data (paths, messages, values) to stdout exactly as given: never read as rich markup."""
+    _stdout().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def stage(name: str) -> None:
+    """A stage heading on stderr: a rule on a terminal, a plain line in a log."""
+    if console.is_terminal:
+        console.rule(f"[bold]{escape(name)}")
+    else:
+        _write_line(f"== {name} ==")
+
+
+def _write_line(line: str) -> None:
+    console.file.write(line + "\n")
+    console.file.flush()
 
 
 def _progress() -> Progress:
@@ -22,48 +63,201 @@ def _progress() -> Progress:
     )
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_line(description: str, done: int, total: int | None, elapsed: float, info: str = "",
+                  finished: bool = False) -> str:
+    """One progress line for a log: `perplexity: 84/200 (42%) | 12.5/s | elapsed 7s | ETA 9s | loss 2.31`."""
+    count = f"{done:,}/{total:,} ({done / total:.0%})" if total else f"{done:,}"
+    parts = [f"{description}: {count}"]
+    rate = done / elapsed if elapsed > 0 else None
+    if rate is not None:
+        parts.append(f"{rate:,.3g}/s" if rate < 100 else f"{rate:,.0f}/s")
+    if finished:
+        parts.append(f"done in {_duration(elapsed)}")
+    else:
+        parts.append(f"elapsed {_duration(elapsed)}")
+        if total and rate:
+            parts.append(f"ETA {_duration(max(total - done, 0) / rate)}")
+    if info:
+        parts.append(info)
+    return " | ".join(parts)
+
+
+class LogProgress:
+    """Progress for a log file: a line when a phase begins, every `every` seconds while it runs, and at its end."""
+
+    def __init__(self, description: str, total: int | None = None, *, every: float = DEFAULT_PROGRESS_SECONDS,
+                 write: Callable[[str], None] = _write_line, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.write, self.clock = every, write, clock
+        self.description, self.total = description, total
+        self.done, self.info, self.open = 0, "", False
+        self.started = self.last = clock()
+
+    def begin(self, description: str, total: int | None) -> None:
+        self.finish()
+        self.description, self.total, self.done, self.info = description, total, 0, ""
+        self.started = self.last = self.clock()
+        self.open = True
+        self.write(f"{description}: started" + (f", {total:,} to do" if total else ""))
+
+    def __call__(self, n: int = 1) -> None:
+        self.advance_to(self.done + n)
+
+    def advance_to(self, done: int) -> None:
+        if not self.open:  # no begin(): the phase is the one given at construction, timed from then
+            self.open = True
+        self.done = done
+        now = self.clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self.write(progress_line(self.description, self.done, self.total, now - self.started, self.info))
+
+    def set_info(self, info: str) -> None:
+        self.info = info
+
+    def finish(self) -> None:
+        if self.open:
+            self.open = False
+            elapsed = self.clock() - self.started
+            self.write(progress_line(self.description, self.done, self.total, elapsed, self.info, finished=True))
+
+
+class BarProgress:
+    """The same reporter drawn as rich bars on a terminal, one bar per phase. The live display starts with the
+    first phase and stops at `finish()`, so a stage that trains in between (with its own bar) does not clash."""
+
+    def __init__(self, description: str, total: int | None) -> None:
+        self.description, self.total = description, total
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def begin(self, description: str, total: int | None) -> None:
+        if self.bar is None:
+            self.bar = _progress()
+            self.bar.start()
+        self.task = self.bar.add_task(escape(description), total=total, info="")
+
+    def __call__(self, n: int = 1) -> None:
+        if self.task is None:
+            self.begin(self.description, self.total)
+        self.bar.advance(self.task, n)  # type: ignore[union-attr]
+
+    def advance_to(self, done: int) -> None:
+        if self.task is None:
+            self.begin(self.description, self.total)
+        self.bar.update(self.task, completed=done)  # type: ignore[union-attr]
+
+    def set_info(self, info: str) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, info=escape(info))  # type: ignore[union-attr]
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar, self.task = None, None
+
+
+class _Both:
+    """Bars on the terminal (stderr) and lines in the log that stdout is redirected to."""
+
+    def __init__(self, *reporters: Any) -> None:
+        self.reporters = reporters
+
+    def __getattr__(self, name: str) -> Any:  # begin, advance_to, set_info, finish: to each reporter
+        def each(*args: Any) -> None:
+            for r in self.reporters:
+                getattr(r, name)(*args)
+
+        return each
+
+    def __call__(self, n: int = 1) -> None:
+        for r in self.reporters:
+            r(n)
+
+
+def _writer(stream: Any) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return write
+
+
+def reporter(description: str, total: int | None = None) -> Any:
+    """A progress reporter for where output goes: rich bars on a terminal (stderr), a plain line every
+    LLMFORGE_PROGRESS_SECONDS (default 10) with count/total, rate and ETA in a log; both when only stdout is
+    redirected, so that `llmforge train > train.log` keeps its progress too."""
+    if not console.is_terminal:
+        return LogProgress(description, total, every=_log_every())
+    bars = BarProgress(description, total)
+    if _stdout().is_terminal:
+        return bars
+    # The stream itself, not `sys.stdout` at write time: a live rich display swaps that for its own.
+    return _Both(bars, LogProgress(description, total, every=_log_every(), write=_writer(sys.stdout)))
+
+
+def _log_every() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_SECONDS_ENV, DEFAULT_PROGRESS_SECONDS)))
+    except ValueError:
+        return DEFAULT_PROGRESS_SECONDS
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """Yield an `advance(n)` callback drawing a bar on stderr."""
-    with _progress() as bar:
-        task = bar.add_task(description, total=total, info="")
-        yield lambda n: bar.advance(task, n)
+    """Yield a progress reporter (see llmforge.progress): rich bars on a terminal, plain lines in a log."""
+    shown = reporter(description, total)
+    try:
+        yield shown
+    finally:
+        shown.finish()
 
 
 def train_progress() -> Any:
-    """A TrainerCallback that shows steps, loss and learning rate as a rich progress bar."""
+    """A TrainerCallback that shows steps, loss and learning rate: a rich bar, or log lines when not a terminal."""
     from transformers import TrainerCallback
 
-    class RichTrainProgress(TrainerCallback):  # type: ignore[misc]
+    class TrainProgress(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.bar: Progress | None = None
-            self.task: Any = None
+            self.reporter: Any = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.bar = _progress()
-            self.bar.start()
-            self.task = self.bar.add_task("training", total=state.max_steps, info="")
+            self.reporter = reporter("training", state.max_steps)
+            self.reporter.begin("training", state.max_steps)
+            if state.global_step:  # resumed: start the count where the checkpoint left off
+                self.reporter.advance_to(state.global_step)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if self.bar:
-                self.bar.update(self.task, completed=state.global_step)
+            if self.reporter:
+                self.reporter.advance_to(state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-            if self.bar and logs and "loss" in logs:
-                self.bar.update(self.task, info=f"loss {logs['loss']:.3f}")
+            if self.reporter and logs and "loss" in logs:
+                info = f"loss {logs['loss']:.3f}" + (f" lr {logs['learning_rate']:.2e}"
+                                                     if isinstance(logs.get("learning_rate"), float) else "")
+                self.reporter.set_info(info)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if self.bar:
-                self.bar.stop()
+            if self.reporter:
+                self.reporter.finish()
+            self.reporter = None
 
-    return RichTrainProgress()
+    return TrainProgress()
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:
-    t = Table(title=title)
+    t = Table(title=Text(title))  # titles and headers hold paths and names: text, never rich markup
     keys = list(dict.fromkeys(k for row in rows for k in row))  # every column any row has, in order
     for key in keys:
-        t.add_column(str(key))
+        t.add_column(Text(str(key)))
     for row in rows:
         t.add_row(*(Text(_fmt(row.get(k))) for k in keys))  # Text: values are data, never rich markup
     return t
@@ -82,7 +276,7 @@ def _fmt(value: Any) -> str:
 
 
 def show(renderable: Any) -> None:
-    Console().print(renderable)
+    _stdout().print(renderable)
 
 
 def show_lint(report: dict[str, Any], output_dir: Any, cached: bool) -> None:
@@ -101,6 +295,25 @@ def show_lint(report: dict[str, Any], output_dir: Any, cached: bool) -> None:
                                                               f"{report['chunked']} chunked"},
     ]
     show(table(f"prepared dataset{' (cached)' if cached else ''}: {output_dir}", rows))
+    for split, source in report.get("split_sources", {}).items():  # where each split came from, how it was cut
+        say(f"  {split}: {source}")
+    show_rejects(Path(output_dir) / "rejects.jsonl")
+
+
+def show_rejects(path: Path, shown: int = 10) -> None:
+    """The first `shown` skipped records of a rejects file, and how many more it holds (it holds them all)."""
+    from llmforge.errors import Problem
+
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        first = [Problem(**json.loads(line)) for line in islice(f, shown)]
+        more = sum(1 for _ in f)
+    say(f"skipped {len(first) + more:,} invalid record(s), all listed in {path}:")
+    for problem in first:
+        say(f"  - {problem}")
+    if more:
+        say(f"  ... and {more:,} more")
 
 
 def show_preview(prepared: Any, model_cfg: Any, n: int) -> None:
@@ -109,13 +322,19 @@ def show_preview(prepared: Any, model_cfg: Any, n: int) -> None:
     from llmforge.data.preview import preview
     from llmforge.models.loader import load_tokenizer
 
-    out = Console()
+    out = _stdout()
     for i, runs in enumerate(preview(prepared, load_tokenizer(model_cfg), n)):
-        out.rule(f"sample {i}  ([green]trained[/] / [dim]context[/])")
+        if out.is_terminal:
+            out.rule(f"sample {i}  ([green]trained[/] / [dim]context[/])")
+        else:  # a log has no colours: mark the trained part in the text itself
+            say(f"== sample {i} (trained tokens between ⟦ and ⟧) ==")
         text = Text()
         for piece, trainable in runs:
-            text.append(piece, style="bold green" if trainable else "dim")
-        out.print(text)
+            if out.is_terminal:
+                text.append(piece, style="bold green" if trainable else "dim")
+            else:
+                text.append(f"⟦{piece}⟧" if trainable else piece)
+        out.print(text, soft_wrap=True)
 
 
 def show_metrics(title: str, metrics: dict[str, Any], output_dir: Any) -> None:
@@ -130,7 +349,7 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
     ]
     show(table(f"{summary['name']}: held-out '{summary['eval_split']}' perplexity "
                f"({summary['scored_tokens']:,} response tokens)", rows))
-    Console().print(
+    _stdout().print(
         f"perplexity reduction: [bold]{summary['perplexity_reduction']:.1%}[/]   "
         f"train: {summary['train_tokens_per_second']:,.0f} tok/s   "
         f"pipeline: {summary['wall_seconds']:.0f} s"
@@ -150,15 +369,15 @@ def show_summary(summary: dict[str, Any], total_seconds: float | None = None) ->
         show(table("exported formats (parity against PyTorch)", export_rows(summary["export"])))
     if "serve" in summary:
         served = summary["serve"]
-        Console().print(f"[bold]served[/] (openai client) -> {served['prompt'][:200]!r}")
-        Console().print(served["reply"], highlight=False, markup=False)
-        Console().print(f"p50 latency of a {served['latency_tokens']}-token reply: {served['p50_latency_ms']:.0f} ms; "
-                        f"SIGTERM: {'drained and exited cleanly' if served['clean_shutdown'] else 'exit ' + str(served['exit_code'])}")
+        say(f"served (openai client) -> {served['prompt'][:200]!r}")
+        say(served["reply"])
+        say(f"p50 latency of a {served['latency_tokens']}-token reply: {served['p50_latency_ms']:.0f} ms; "
+            f"SIGTERM: {'drained and exited cleanly' if served['clean_shutdown'] else 'exit ' + str(served['exit_code'])}")
     from llmforge.eval.success import success_check
 
     show(table("success check", success_check(summary)))
     for name, path in summary["artifacts"].items():
-        Console().print(f"  {name:>15}: {path}")
+        say(f"  {name:>15}: {path}")
 
 
 def export_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -178,7 +397,7 @@ def show_export(metrics: dict[str, Any], output_dir: Any) -> None:
                f"{metrics['parity_tokens']} greedy tokens)", export_rows(metrics)))
     for fmt, m in metrics["formats"].items():
         if m.get("llama_cpp"):
-            Console().print(f"  {fmt}: llama.cpp {m['llama_cpp']}")
+            say(f"  {fmt}: llama.cpp {m['llama_cpp']}")
 
 
 def show_loadtest(report: dict[str, Any]) -> None:
@@ -187,8 +406,8 @@ def show_loadtest(report: dict[str, Any]) -> None:
                               ("end to end (ms)", "e2e_s")) if report.get(key)]
     show(table(f"{report['model']} at {report['url']}: {report['requests']} requests, concurrency "
                f"{report['concurrency']}, {report['max_tokens']} tokens each", rows))
-    Console().print(f"completed {report['completed']}   requests/s {report['requests_per_s']:.2f}   "
-                    f"output tokens/s {report['output_tokens_per_s']:,.0f}   errors {report['errors'] or 'none'}")
+    say(f"completed {report['completed']}   requests/s {report['requests_per_s']:.2f}   "
+        f"output tokens/s {report['output_tokens_per_s']:,.0f}   errors {report['errors'] or 'none'}")
 
 
 def show_doctor(report: dict[str, Any]) -> None:
@@ -201,8 +420,12 @@ def show_doctor(report: dict[str, Any]) -> None:
 def show_markdown(text: str, html_path: Any) -> None:
     from rich.markdown import Markdown
 
-    Console().print(Markdown(text))
-    Console().print(f"report: {html_path}")
+    out = Console()
+    if out.is_terminal:
+        out.print(Markdown(text))
+    else:  # a log: the markdown source itself is the readable form, at any width
+        say(text)
+    say(f"report: {html_path}")
 
 
 def show_estimate(est: dict[str, Any]) -> None:
@@ -215,3 +438,33 @@ def show_estimate(est: dict[str, Any]) -> None:
         {"": "time per epoch (estimate)", "value": f"{est['seconds_per_epoch'] / 60:.1f} min"},
     ]
     show(table("dry run: nothing was trained", rows))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def show_models(rows: list[dict[str, Any]]) -> None:
+    """`llmforge models`: a rich table on a terminal, aligned plain text in a log or a pipe."""
+    a = rows[0]["assumptions"] if rows else {}
+    title = (f"model presets: memory at {a.get('dtype')}, batch {a.get('batch')} x {a.get('seq_len')} tokens, "
+             f"LoRA r{a.get('lora_rank')} {a.get('lora_targets')}, {a.get('optimizer')}")
+    cells = [{"name": r["name"], "hub id": r["hub_id"], "params": _params(r["parameters"]),
+              "context": f"{r['context']:,}", "inference": _gib(r["memory_bytes"]["inference"]),
+              "LoRA": _gib(r["memory_bytes"]["lora"]), "full FT": _gib(r["memory_bytes"]["full"]),
+              "source": (f"pulled: {r['pulled']}" if r["pulled"] else
+                         f"llmforge pull {r['name']}" if r["source"] != "hub" else "hub"),
+              "use case": r["use_case"]} for r in rows]
+    out = _stdout()
+    if out.is_terminal:
+        show(table(title, cells))
+        return
+    keys = list(cells[0]) if cells else []
+    widths = {k: max(len(k), *(len(c[k]) for c in cells)) for k in keys[:-1]}
+    lines = [title, "  ".join(k.ljust(widths.get(k, 0)) for k in keys).rstrip()]
+    lines += ["  ".join(c[k].ljust(widths.get(k, 0)) for k in keys).rstrip() for c in cells]
+    say("\n".join(lines))

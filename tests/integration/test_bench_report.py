@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import cli
+from tests.integration.test_cli import cli, prepared_workdir
 
 pytestmark = pytest.mark.integration
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -59,3 +59,42 @@ def test_html_report_renders_in_headless_chromium(bench_run: Path, tmp_path: Pat
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert shot.exists() and shot.stat().st_size > 10_000  # a page with a table and plots, not a blank one
+
+
+@pytest.fixture(scope="module")
+def export_workdir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared dataset and an export run (onnx, gguf-f32) of the tiny model, written by the real CLI."""
+    root = prepared_workdir(tmp_path_factory.mktemp("bench-exports"), tiny_model_dir, 60)
+    cli("export", "--model", str(tiny_model_dir), "--data", "prep", "-f", "onnx", "-f", "gguf-f32", "--output",
+        "exported", "--set", "export.speed=false", "--set", "export.parity_prompts=2", cwd=root)
+    return root
+
+
+def test_bench_measures_exports_on_their_runtimes_and_keeps_going_past_failures(
+        tiny_model_dir: Path, export_workdir: Path) -> None:
+    """An export run expands into one variant per format; a TensorRT engine (no CUDA here) fails alone."""
+    trt = export_workdir / "trt-export"
+    (trt / "tensorrt-fp16").mkdir(parents=True, exist_ok=True)
+    (trt / "manifest.json").write_text(json.dumps({"kind": "export", "formats": {"tensorrt-fp16": "tensorrt-fp16"}}))
+    out = cli("bench", "--model", f"trt={trt}", "--model", "exp=exported", "--model", f"hf={tiny_model_dir}",
+              "--data", "prep", "--output", "b", *SMALL, cwd=export_workdir, check=False)
+    assert out.returncode == 1, out.stderr[-2000:]  # a variant failed; the run is still written
+    metrics = json.loads((export_workdir / "b" / "metrics.json").read_text())
+    by_name = {v["name"]: v for v in metrics["variants"]}
+    assert list(by_name) == ["trt", "exp/onnx", "exp/gguf-f32", "hf"]
+    assert "no CUDA device" in by_name["trt"]["error"]
+    onnx, hf = by_name["exp/onnx"], by_name["hf"]
+    assert (onnx["runtime"], onnx["format"], hf["runtime"]) == ("onnxruntime", "onnx", "pytorch")
+    assert set(onnx["decode_tokens_per_second"]) == {"1", "2"} and onnx["artifact_bytes"] > 0
+    assert abs(onnx["perplexity"] / hf["perplexity"] - 1) < 1e-4  # the same model, the same scored tokens
+    gguf = by_name["exp/gguf-f32"]
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        assert "llmforge[llamacpp]" in gguf["error"]
+    else:
+        assert gguf["runtime"] == "llamacpp" and set(gguf["decode_tokens_per_second"]) == {"1"}
+        assert gguf["skipped_batch_sizes"] == [2] and abs(gguf["perplexity"] / hf["perplexity"] - 1) < 1e-4
+    report = (export_workdir / "b" / "report.md").read_text()
+    assert "| exp/onnx | onnx |" in report and "- **trt**" in report and "failed: " in report
+    assert metrics["failed"] == [v["name"] for v in metrics["variants"] if v.get("error")]

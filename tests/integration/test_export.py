@@ -38,10 +38,27 @@ def test_onnx_and_gguf_exports_pass_parity(tiny_model_dir: Path, workdir: Path) 
     assert set(manifest["formats"]) == {"onnx", "onnx-int8", "gguf-f16", "gguf-q8_0"}
 
 
-def test_an_adapter_alone_is_refused_with_a_merge_hint(workdir: Path) -> None:
-    out = cli("export", "--model", "adapter", "-f", "onnx", "--output", "nope", cwd=workdir, check=False)
-    assert out.returncode == 2 and "llmforge merge" in out.stdout + out.stderr
-    assert not (workdir / "nope").exists()
+def test_an_adapter_is_merged_on_demand_into_the_export_run(workdir: Path) -> None:
+    """train.merge is off by default: export merges the adapter into its own run dir, says so, and exports it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cli("export", "--model", "adapter", "-f", "onnx", "--output", "from-adapter", "--set", "export.speed=false",
+        cwd=workdir)
+    run = workdir / "from-adapter"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["merged_model"] == "merged" and manifest["adapter"] == str((workdir / "adapter").resolve())
+    assert manifest["source_model"] == str((run / "merged").resolve())  # the path after publishing, not .partial
+    assert "adapter" in [Path(p["path"]).name for p in manifest["parents"]]
+    assert json.loads((run / "metrics.json").read_text())["formats"]["onnx"]["passed"] is True
+    train = json.loads((workdir / "adapter" / "manifest.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(train["base_model"], dtype=torch.float32)
+    adapter = PeftModel.from_pretrained(base, str(workdir / "adapter" / "adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(run / "merged"), dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 45]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapter(ids).logits, atol=1e-5)  # merged == adapter output
 
 
 def test_tensorrt_without_cuda_is_a_clear_error(tiny_model_dir: Path, workdir: Path) -> None:

@@ -24,16 +24,35 @@ def test_finished_run_dir_explains_itself(tmp_path: Path) -> None:
     assert not out.with_name("run.partial").exists()
 
 
-def test_crash_leaves_no_complete_looking_dir(tmp_path: Path) -> None:
+def test_a_failed_stage_leaves_nothing_behind(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(RuntimeError):
         with RunDir(out, kind="eval", command="eval", config={}) as run:
             run.file("half.txt").write_text("partial")
             raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == [], "neither a finished-looking dir nor an empty DIR.partial/"
+    with pytest.raises(LlmforgeError, match="does not exist"):
+        read_manifest(out)
+
+
+def test_a_failed_run_keeps_its_checkpoints_to_resume_from(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with RunDir(out, kind="model", command="train", config={}, resumable="checkpoints") as run:
+            run.file("checkpoints/checkpoint-2/weights").write_text("w")
+            raise RuntimeError("killed")
     assert not out.exists()
-    assert (tmp_path / "run.partial" / "half.txt").exists()
+    assert (tmp_path / "run.partial" / "checkpoints" / "checkpoint-2" / "weights").exists()
     with pytest.raises(LlmforgeError, match="did not finish"):
         read_manifest(out)
+
+
+def test_a_run_that_failed_before_any_checkpoint_is_removed(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with RunDir(tmp_path / "run", kind="model", command="train", config={}, resumable="checkpoints") as run:
+            run.file("checkpoints").mkdir()
+            raise RuntimeError("out of memory")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_rerun_replaces_previous_run(tmp_path: Path) -> None:

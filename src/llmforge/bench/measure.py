@@ -80,19 +80,25 @@ def weight_bytes(model: Any) -> int:
 
 @torch.no_grad()
 def measure(model: Any, vocab_size: int, opts: BenchOptions, seed: int = 0) -> dict[str, Any]:
-    device = next(model.parameters()).device
+    """Measure a torch model or any runtime (`llmforge.eval.runtimes`) the same way.
+
+    A runtime that decodes fewer rows at once (`max_batch`, llama.cpp here: 1) is measured at the batch sizes it
+    holds; the others are listed under `skipped_batch_sizes`."""
+    from llmforge.eval.runtimes import as_runtime
+
+    runtime = as_runtime(model)
     g = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(8, vocab_size, (1, opts.prompt_tokens), generator=g).to(device)  # (1, P)
+    prompt = torch.randint(8, vocab_size, (1, opts.prompt_tokens), generator=g)  # (1, P)
     n = opts.new_tokens
 
-    def generate(batch: torch.Tensor, tokens: int) -> None:
-        model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=tokens,
-                       min_new_tokens=tokens, do_sample=False, pad_token_id=0)
+    def generate(batch: torch.Tensor, tokens: int) -> None:  # eos ignored: always `tokens` new tokens
+        runtime.generate(batch.tolist(), tokens)
 
-    prefill = _timed(lambda: model(input_ids=prompt, use_cache=False), opts.repeats, opts.warmup)
+    prefill = _timed(lambda: runtime.forward(prompt, torch.ones_like(prompt)), opts.repeats, opts.warmup)
     ttft = _timed(lambda: generate(prompt, 1), opts.repeats, opts.warmup)
     request = _timed(lambda: generate(prompt, n), opts.repeats, opts.warmup)
     result: dict[str, Any] = {
+        "runtime": runtime.name,
         "prompt_tokens": opts.prompt_tokens,
         "new_tokens": n,
         "ttft_ms": {k: v * 1e3 for k, v in _spread(ttft).items()},
@@ -101,7 +107,10 @@ def measure(model: Any, vocab_size: int, opts: BenchOptions, seed: int = 0) -> d
                        "min": min(request) * 1e3, "max": max(request) * 1e3},
         "decode_tokens_per_second": {},
     }
-    for b in opts.batch_sizes:
+    sizes = [b for b in opts.batch_sizes if runtime.max_batch is None or b <= runtime.max_batch]
+    if len(sizes) < len(opts.batch_sizes):
+        result["skipped_batch_sizes"] = [b for b in opts.batch_sizes if b not in sizes]
+    for b in sizes:
         batch = prompt.expand(b, -1).contiguous()  # (b, P)
         first = statistics.median(_timed(lambda: generate(batch, 1), opts.repeats, opts.warmup))
         full = _timed(lambda: generate(batch, n), opts.repeats, opts.warmup)

@@ -1,4 +1,6 @@
-"""Bench reports: a markdown table and a self-contained static HTML page with plots (no scripts)."""
+"""Bench reports: a markdown table and a self-contained static HTML page with plots (no scripts).
+
+A variant that failed (an `error` in its result) is listed under the table with its reason, never dropped."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 COLUMNS = (
     ("variant", lambda r: r["name"]),
+    ("format", lambda r: r.get("format")),
     ("size MB", lambda r: r["artifact_bytes"] / 1e6),
     ("params M", lambda r: r["parameters"] / 1e6),
     ("load s", lambda r: r["load_seconds"]),
@@ -36,18 +39,44 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def measured(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if not r.get("error")]
+
+
+def failed(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("error")]
+
+
 def rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    return [[_cell(get(r)) for _, get in COLUMNS] for r in results]
+    return [[_cell(get(r)) for _, get in COLUMNS] for r in measured(results)]
+
+
+def _note(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    ok = measured(results)
+    if not ok:
+        return "No variant could be measured."
+    r0 = ok[0]
+    note = (f"Prompt {r0['prompt_tokens']} tokens, {r0['new_tokens']} new tokens, greedy; medians of repeated runs "
+            f"after warm-up. Machine read bandwidth {machine['read_bandwidth_gbps']:.1f} GB/s.")
+    single = [r["name"] for r in ok if r.get("skipped_batch_sizes")]
+    if single:
+        note += f" Measured at batch 1 only (one sequence at a time in their runtime): {', '.join(single)}."
+    return note
+
+
+def _reason(r: dict[str, Any]) -> str:
+    return " ".join(str(r["error"]).split())  # one line
 
 
 def markdown(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     head = [name for name, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
-    r0 = results[0]
-    note = (f"Prompt {r0['prompt_tokens']} tokens, {r0['new_tokens']} new tokens, greedy; medians of repeated runs "
-            f"after warm-up. Machine read bandwidth {machine['read_bandwidth_gbps']:.1f} GB/s.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    text = "\n".join(lines) + "\n\n" + _note(results, machine) + "\n"
+    if failed(results):
+        text += "\nFailed variants:\n\n" + "".join(f"- **{r['name']}** ({r['model']}): failed: {_reason(r)}\n"
+                                                     for r in failed(results))
+    return text
 
 
 def _figure_png(draw: Any) -> str:
@@ -88,6 +117,9 @@ def _throughput(results: list[dict[str, Any]]) -> Any:
 
 
 def plots(results: list[dict[str, Any]]) -> dict[str, str]:
+    results = measured(results)
+    if not results:
+        return {}
     out = {
         "latency vs size": _figure_png(_scatter(results, lambda r: r["latency_ms"]["p50"], "p50 latency (ms)")),
         "throughput vs batch size": _figure_png(_throughput(results)),
@@ -104,14 +136,17 @@ def page(results: list[dict[str, Any]], machine: dict[str, Any], title: str = "l
         f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png}"><figcaption>'
         f"{html.escape(name)}</figcaption></figure>" for name, png in plots(results).items()
     )
-    note = html.escape(markdown(results, machine).rsplit("\n\n", 1)[-1].strip())
+    note = html.escape(_note(results, machine))
+    failures = "".join(f"<li><b>{html.escape(r['name'])}</b> ({html.escape(r['model'])}): failed: "
+                       f"{html.escape(_reason(r))}</li>" for r in failed(results))
+    failures = f"<h2>Failed variants</h2><ul class=failed>{failures}</ul>" if failures else ""
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse}"
         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
         "td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:1rem}"
         f"</style></head><body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
-        f"<p>{note}</p>{figures}</body></html>"
+        f"<p>{note}</p>{failures}{figures}</body></html>"
     )
 
 

@@ -7,8 +7,14 @@ per row, and a tied `lm_head` reuses it. Everything else (norms, biases) stays f
 transformers refuses it (unknown quant_method) instead of silently loading int8 numbers as floats.
 
 Kernels chosen at load time (`kernel`), all from the same file:
-* `torch`, activations `dynamic`: `torch.ao` dynamic-quantized Linear (fbgemm int8 GEMM, activations quantized
-  per batch); with activations `none`: `torch._weight_int8pack_mm` (int8 weights, float activations).
+* `torch`, activations `dynamic` with `activation_scales: per-token` (the default): each row of the input gets its own
+  symmetric int8 scale and `torch._int_mm` multiplies int8 x int8 -> int32 (oneDNN / VNNI); a token's outliers no
+  longer flatten every other token's activations, and a row's result does not depend on the rest of its batch.
+  `per-tensor` (files written before per-token scales existed): `torch.ao` dynamic Linear (fbgemm, one scale per
+  call). With activations `none`: `torch._weight_int8pack_mm` (int8 weights, float activations).
+* `weight_only` in the quantization config names layers too sensitive for int8 activations (chosen by
+  `llmforge.compress.sensitivity`): they keep float activations with the same int8 weights, so the file is the same
+  size.
 * `torchao`: torchao's `Int8DynamicActivationInt8WeightConfig` / `Int8WeightOnlyConfig` (the `torchao` extra).
 """
 
@@ -20,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from llmforge.errors import LlmforgeError, require
 
@@ -29,6 +36,9 @@ QUANT_METHOD = "llmforge"
 WEIGHTS_FILE = "model-int8.safetensors"
 FORMAT = "int8-per-channel-symmetric"
 KERNELS = ("torch", "torchao")
+# torch._weight_int8pack_mm's time grows linearly with the rows (measured on AVX-512 EPYC, torch 2.13: at 8 rows
+# of a 49k x 576 head it was already slower than dequantize + fp32 GEMM, and 40x slower at 256 rows).
+INT8PACK_MAX_ROWS = 4
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +78,31 @@ class Int8WeightOnlyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()  # (N, I)
-        y = torch._weight_int8pack_mm(flat, self.weight_int8, self.weight_scale)  # (N, O)
+        if len(flat) <= INT8PACK_MAX_ROWS:
+            y = torch._weight_int8pack_mm(flat, self.weight_int8, self.weight_scale)  # (N, O)
+        else:  # int8pack's CPU kernel is a loop of GEMVs: for prefill, one dequantized fp32 GEMM is faster
+            y = F.linear(flat, self.weight_int8.float()) * self.weight_scale  # (N, O)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
+class PerTokenInt8Linear(nn.Module):
+    """y = (int8(x / s_x) @ int8 W.T) * s_x * s_w + b: activations quantized per row (token) at run time."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = q.shape[1], q.shape[0]
+        self.register_buffer("weight_int8", q)  # (O, I)
+        self.register_buffer("weight_scale", scale)  # (O,)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).float()  # (N, I)
+        row_scale = (flat.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-12)  # (N, 1)
+        xq = torch.round(flat / row_scale).clamp(-127, 127).to(torch.int8)  # (N, I)
+        acc = torch._int_mm(xq, self.weight_int8.t())  # (N, O) int32
+        y = acc.float() * row_scale * self.weight_scale  # (N, O)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -90,7 +124,7 @@ def _dynamic_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | N
 
 
 def runtime_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, activations: str,
-                   kernel: str) -> nn.Module:
+                   kernel: str, activation_scales: str = "per-token") -> nn.Module:
     """A module computing the int8 linear layer with the chosen kernel."""
     if kernel == "torchao":
         require("torchao", "torchao")
@@ -105,6 +139,8 @@ def runtime_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | No
         quantize_(wrapper, config)
         return wrapper[0]
     if activations == "dynamic":
+        if activation_scales == "per-token":
+            return PerTokenInt8Linear(q, scale, bias)
         return _dynamic_linear(q, scale, bias)
     return Int8WeightOnlyLinear(q, scale, bias)
 
@@ -144,12 +180,17 @@ def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, config
 
 
-def save_int8(model: nn.Module, tokenizer: Any, out_dir: Path, activations: str) -> dict[str, Any]:
-    """Write config.json (with its quantization_config), the int8 safetensors and the tokenizer."""
+def save_int8(model: nn.Module, tokenizer: Any, out_dir: Path, activations: str,
+              activation_scales: str = "per-token", weight_only: list[str] | None = None) -> dict[str, Any]:
+    """Write config.json (with its quantization_config), the int8 safetensors and the tokenizer.
+    `weight_only`: layers that keep float activations when `activations` is dynamic."""
     from safetensors.torch import save_file
 
     tensors, qconfig = quantized_state(model)
     qconfig["activations"] = activations
+    if activations == "dynamic":
+        qconfig["activation_scales"] = activation_scales
+        qconfig["weight_only"] = sorted(weight_only or [])
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", "quantization": FORMAT})
     config = model.config.to_dict()
@@ -194,14 +235,20 @@ def load_int8(path: Path, kernel: str = "torch") -> nn.Module:
     if set(missing) - expected_missing or unexpected:
         raise LlmforgeError(f"{path}: {WEIGHTS_FILE} does not match config.json (missing "
                             f"{sorted(set(missing) - expected_missing)[:5]}, unexpected {unexpected[:5]})")
-    activations = qconfig["activations"]
+    scales = qconfig.get("activation_scales", "per-tensor")  # files from before per-token scales: fbgemm
+    weight_only = set(qconfig.get("weight_only", []))
+
+    def linear(name: str, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+        activations = "none" if name in weight_only else qconfig["activations"]
+        return runtime_linear(weight, weight_scale, bias, activations, kernel, scales)
+
     q, scale, _ = quantized.pop(emb)
     _set_module(model, emb, Int8Embedding(q, scale, getattr(config, "pad_token_id", None)))
     if getattr(config, "tie_word_embeddings", False):
-        head = runtime_linear(q, scale, None, activations, kernel)
+        head = linear("lm_head", q, scale, None)
         head.shares_input_embedding = True  # stored once on disk; counted once
         _set_module(model, "lm_head", head)
     for name, (weight, weight_scale, bias) in quantized.items():
-        _set_module(model, name, runtime_linear(weight, weight_scale, bias, activations, kernel))
+        _set_module(model, name, linear(name, weight, weight_scale, bias))
     model.config.quantization = qconfig  # visible to callers, not written back as a transformers quantizer
     return model.eval()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from llmforge.eval.metrics import IGNORE, kl_divergence, perplexity, token_nll, top1_agreement
+from llmforge.progress import begin
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (input_ids, attention_mask) -> (B, T, V)
 
@@ -45,8 +46,11 @@ def compare_logits(parent: LogitsFn, child: LogitsFn, dataset: Any, batch_size: 
     """Perplexities of both, and token-weighted KL / top-1 agreement over the scored (response) positions."""
     nll = {"parent": 0.0, "child": 0.0}
     tokens, kl_sum, agree_sum = 0, 0.0, 0.0
+    begin(progress, "quality against the parent", len(dataset))
     for input_ids, mask, labels in padded_batches(dataset, batch_size):
         p, c = parent(input_ids, mask), child(input_ids, mask)  # (B, T, V) each
+        if progress:
+            progress(len(input_ids))
         n = 0
         for key, logits in (("parent", p), ("child", c)):
             value, n = token_nll(logits, labels)
@@ -57,8 +61,6 @@ def compare_logits(parent: LogitsFn, child: LogitsFn, dataset: Any, batch_size: 
         kl_sum += kl_divergence(p[:, :-1], c[:, :-1], scored) * n
         agree_sum += top1_agreement(p[:, :-1], c[:, :-1], scored) * n
         tokens += n
-        if progress:
-            progress(len(input_ids))
     return {
         "perplexity": perplexity(nll["child"], tokens),
         "parent_perplexity": perplexity(nll["parent"], tokens),
@@ -70,15 +72,16 @@ def compare_logits(parent: LogitsFn, child: LogitsFn, dataset: Any, batch_size: 
 
 
 def compare_generations(parent: Any, child: Any, tokenizer: Any, dataset: Any, max_new_tokens: int,
-                        batch_size: int = 8) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                        batch_size: int = 8, progress: Callable[[int], None] | None = None,
+                        ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy answers of both models: ROUGE against the references, and the variant's ROUGE-L against the
     parent's answers (how much of the parent's behaviour survived)."""
     from llmforge.eval.generate import Decoding, generate_samples
     from llmforge.eval.text_metrics import rouge
 
     decoding = Decoding(max_new_tokens=max_new_tokens)
-    theirs = generate_samples(parent, tokenizer, dataset, decoding, batch_size)
-    ours = generate_samples(child, tokenizer, dataset, decoding, batch_size)
+    theirs = generate_samples(parent, tokenizer, dataset, decoding, batch_size, progress)
+    ours = generate_samples(child, tokenizer, dataset, decoding, batch_size, progress)
     for record, parent_record in zip(ours, theirs):
         record["parent_prediction"] = parent_record["prediction"]
     predictions = [r["prediction"] for r in ours]

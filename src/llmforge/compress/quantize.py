@@ -3,7 +3,7 @@
 | scheme           | weights                      | runs on                         | saved as                            |
 |------------------|------------------------------|---------------------------------|-------------------------------------|
 | fp16, bf16       | 16-bit floats                | anywhere (fp16 CPU matmuls slow) | plain transformers safetensors      |
-| int8-dynamic     | int8 per channel             | CPU (fbgemm) or torchao         | llmforge int8 safetensors           |
+| int8-dynamic     | int8 per channel             | CPU (int8 GEMM) or torchao      | llmforge int8 safetensors           |
 | int8-weight-only | int8 per channel             | CPU (int8pack) or torchao       | llmforge int8 safetensors           |
 | int8-static      | int8, calibrated activations | ONNX Runtime (QDQ)              | ONNX (see llmforge.export.onnx)     |
 | nf4, bnb-int8    | bitsandbytes 4 / 8 bit       | CUDA                            | transformers + bitsandbytes config  |
@@ -49,6 +49,42 @@ def resolve_kernel(opts: QuantizeOptions) -> str:
     return DEFAULT_CPU_KERNEL if opts.kernel == "auto" else opts.kernel
 
 
+def _first_samples(batches: Batches, n: int) -> Batches:
+    """The first `n` samples of padded batches, as batches."""
+    out: Batches = []
+    for batch in batches:
+        if n <= 0:
+            break
+        out.append({k: v[:n] for k, v in batch.items()})
+        n -= len(batch["input_ids"])
+    return out
+
+
+def _sensitive_layers(model: Any, opts: QuantizeOptions, activations: str, calibration: Batches | None,
+                      ) -> tuple[list[str], list[dict[str, Any]] | None]:
+    """(layers to keep at float activations, the per-layer sensitivity table if it was measured)."""
+    from llmforge.compress.sensitivity import layer_sensitivity, most_sensitive, quantizable_layers
+
+    measure = opts.sensitivity or (activations == "dynamic" and opts.weight_only == "auto")
+    rows = None
+    if measure:
+        if not calibration:
+            raise LlmforgeError("quantize.sensitivity and quantize.weight_only=auto measure layers on calibration "
+                                "samples: give `data` (a prepared dataset)")
+        rows = layer_sensitivity(model, _first_samples(calibration, opts.sensitivity_samples), activations,
+                                 opts.activation_scales)
+    if activations != "dynamic":
+        return [], rows
+    if opts.weight_only == "auto":
+        return most_sensitive(rows or [], opts.weight_only_share), rows
+    layers = set(quantizable_layers(model))
+    unknown = [name for name in opts.weight_only if name not in layers]
+    if unknown:
+        raise LlmforgeError(f"quantize.weight_only: {unknown[:3]} are not linear layers of this model (e.g. "
+                            f"{sorted(layers)[:2]}, lm_head)")
+    return list(opts.weight_only), rows
+
+
 def _int8(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None) -> Variant:
     activations = "dynamic" if opts.scheme == "int8-dynamic" else "none"
     kernel = resolve_kernel(opts)
@@ -58,11 +94,18 @@ def _int8(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batche
 
         smooth(model, calibration, opts.smoothquant)
         smoothed = opts.smoothquant
+    # Sensitivity is measured on the smoothed model: the one whose layers are quantized.
+    weight_only, rows = _sensitive_layers(model, opts, activations, calibration)
 
     def save(out: Path) -> None:
-        int8.save_int8(model, tokenizer, out, activations)
+        int8.save_int8(model, tokenizer, out, activations, opts.activation_scales, weight_only)
 
-    return Variant(model, save, {"activations": activations, "kernel": kernel, "smoothquant_alpha": smoothed})
+    facts: dict[str, Any] = {"activations": activations, "kernel": kernel, "smoothquant_alpha": smoothed}
+    if activations == "dynamic":
+        facts.update(activation_scales=opts.activation_scales, weight_only_layers=sorted(weight_only))
+    if rows is not None:
+        facts["sensitivity"] = rows
+    return Variant(model, save, facts)
 
 
 def _half(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None) -> Variant:

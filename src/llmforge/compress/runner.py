@@ -23,6 +23,7 @@ from llmforge.bench.runner import artifact_bytes, weight_file_bytes
 from llmforge.config import CompressConfig, ModelConfig, PruneOptions, TrainConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.loader import load_model
+from llmforge.progress import Counted, Progress, begin
 
 Stage = Callable[[str], None]
 UNSTRUCTURED_NOTE = ("unstructured sparsity zeroes weights inside dense tensors: the file and the latency are "
@@ -144,32 +145,35 @@ def _gradual(model: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, callb
 
 
 def _quantize(parent: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, calib: Any,
-              ) -> tuple[Path, dict[str, Any]]:
+              progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
     from llmforge.compress.quantize import CUDA_SCHEMES, load_quantized_on_gpu, quantize
 
     q = cfg.compress.quantize
     if q.scheme in CUDA_SCHEMES:
         variant = load_quantized_on_gpu(cfg.model, q.scheme)
     elif q.scheme == "int8-static":
-        raise LlmforgeError("quantize.scheme=int8-static runs on ONNX Runtime: use `llmforge export --format onnx "
-                            "--quantize int8-static`")
+        raise LlmforgeError("quantize.scheme=int8-static runs on ONNX Runtime: use `llmforge export -f "
+                            "onnx-int8-static` (with --data for calibration samples)")
     else:
         batches = _calibration_batches(calib) if calib is not None else None
+        if batches is not None and progress:
+            begin(progress, "calibration batches through the model", None)
+            batches = Counted(batches, progress)
         variant = quantize(copy.deepcopy(parent), tokenizer, q, batches)
     variant.save(run.file("model"))
     return Path("model"), {"scheme": q.scheme, **variant.facts}
 
 
 def _measure(parent: Any, child: Any, tokenizer: Any, held_out: Any, cfg: CompressConfig, run: RunDir,
-             stage: Stage) -> dict[str, Any]:
+             stage: Stage, progress: Progress | None = None) -> dict[str, Any]:
     from llmforge.compress.quality import compare_generations, compare_logits, torch_logits
 
     stage("quality against the parent")
-    metrics: dict[str, Any] = compare_logits(torch_logits(parent), torch_logits(child), held_out)
+    metrics: dict[str, Any] = compare_logits(torch_logits(parent), torch_logits(child), held_out, progress=progress)
     n = min(cfg.compress.generate_samples, len(held_out))
     if n:
         answers, records = compare_generations(parent, child, tokenizer, held_out.select(range(n)),
-                                               cfg.compress.max_new_tokens)
+                                               cfg.compress.max_new_tokens, progress=progress)
         metrics.update(answers)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         run.file("samples.jsonl").write_text(lines, encoding="utf-8")
@@ -183,7 +187,7 @@ def load_variant(model_dir: Path, model_cfg: ModelConfig) -> Any:
 
 
 def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Stage = lambda name: None,
-             ) -> CompressResult:
+             progress: Progress | None = None) -> CompressResult:
     started = time.perf_counter()
     opts = cfg.compress
     parent, tokenizer = load_model(cfg.model, merge_adapter=True)
@@ -194,7 +198,7 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
                 parents=parents + ([cfg.data] if cfg.data else []), dataset_fingerprint=fingerprint) as run:
         stage(f"{opts.method}: {opts.variant_name()}")
         if opts.method == "quantize":
-            model_dir, facts = _quantize(parent, tokenizer, cfg, run, calib)
+            model_dir, facts = _quantize(parent, tokenizer, cfg, run, calib, progress)
         else:
             model_dir, facts = _prune(parent, tokenizer, cfg, run, calib, callbacks or [], stage)
         child = load_variant(run.staging / model_dir, cfg.model)
@@ -209,12 +213,15 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
         metrics["size_ratio"] = metrics["size_bytes"] / max(metrics["parent_size_bytes"], 1)
         metrics["parameter_reduction"] = 1 - metrics["parameters"] / metrics["parent_parameters"]
         if held_out is not None:
-            metrics.update(_measure(parent, child, tokenizer, held_out, cfg, run, stage))
+            metrics.update(_measure(parent, child, tokenizer, held_out, cfg, run, stage, progress))
+            if opts.method == "quantize":  # a quantized variant is only as good as its gate says
+                metrics.update(opts.quantize.gate.apply(metrics))
+                metrics["passed"] = metrics["gate_passed"]
             if facts.get("before_recovery"):
                 before = load_variant(run.staging / facts["before_recovery"], cfg.model)
                 from llmforge.compress.quality import compare_logits, torch_logits
 
-                pre = compare_logits(torch_logits(parent), torch_logits(before), held_out)
+                pre = compare_logits(torch_logits(parent), torch_logits(before), held_out, progress=progress)
                 metrics["before_recovery"] = {k: pre[k] for k in ("perplexity", "kl_divergence", "top1_agreement")}
         metrics["seconds"] = time.perf_counter() - started
         run.extra = {"model_dir": str(model_dir), "method": opts.method, "variant": opts.variant_name(),

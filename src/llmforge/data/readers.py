@@ -31,7 +31,12 @@ _CHAT_KEYS = ("messages", "conversations")
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One input record: the file it came from, its 1-based line (JSONL) or row, and its fields."""
+    """One input record: the file it came from, where it is, and its fields.
+
+    `line` is the 1-based line of the file on which the record starts (JSONL, JSON, CSV: what an editor shows,
+    counting every physical line of quoted multi-line CSV values and of pretty-printed JSON), or the row
+    number in a Parquet file or `datasets` directory, which have no lines.
+    """
 
     source: str
     line: int
@@ -195,8 +200,35 @@ def _read_json(source: str) -> Iterator[RawRecord | Problem]:
         else:
             yield Problem(source, exc.lineno, None, f"malformed JSON: {exc.msg} (column {exc.colno})")
         return
-    for index, item in enumerate(_json_items(value)):
-        yield _as_record(source, index + 1, item)
+    items = _json_items(value)
+    wrapped = isinstance(value, dict) and items is next(iter(value.values()), None)
+    for item, line in zip(items, _json_item_lines(text, len(items), wrapped)):
+        yield _as_record(source, line, item)
+
+
+def _json_item_lines(text: str, count: int, wrapped: bool) -> list[int]:
+    """The 1-based line on which each record of a whole, valid `.json` file starts: where its array element,
+    or the one object that is the whole file, begins."""
+    decoder = json.JSONDecoder()
+    ws = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+    pos = ws(text, 0).end()
+    if wrapped:  # {"key": [...]}: step over `{`, the key and `:` to the array
+        _, pos = decoder.raw_decode(text, ws(text, pos + 1).end())
+        pos = ws(text, ws(text, pos).end() + 1).end()
+    if not text.startswith("[", pos):  # the file is one record
+        return [text.count("\n", 0, pos) + 1]
+    starts = []
+    pos = ws(text, pos + 1).end()
+    for _ in range(count):
+        starts.append(pos)
+        _, pos = decoder.raw_decode(text, pos)
+        pos = ws(text, ws(text, pos).end() + 1).end()  # over the comma
+    lines, line, last = [], 1, 0
+    for start in starts:  # count newlines incrementally: linear in the file, not in records x file
+        line += text.count("\n", last, start)
+        lines.append(line)
+        last = start
+    return lines
 
 
 def _json_items(value: Any) -> list[Any]:
@@ -214,17 +246,19 @@ def _read_csv(source: str) -> Iterator[RawRecord | Problem]:
     # The default 128 kB cap per value rejects long documents; the limit is process-wide and only ever raised.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     # Decode with surrogateescape so one bad byte spoils only its row, reported with its column.
+    # `line_num` counts physical lines read, so a row starts one line after the previous row ended, however
+    # many lines its quoted values span: that is the line an editor jumps to.
     with open(source, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         rows = csv.reader(f)
         header = next(rows, None)
         if header is None:
             return
-        number = 0
+        ended = rows.line_num
         for row in rows:
+            start, ended = ended + 1, rows.line_num
             if not row:
                 continue
-            number += 1
-            yield _csv_record(source, number, header, row)
+            yield _csv_record(source, start, header, row)
 
 
 def _csv_record(source: str, number: int, header: list[str], row: list[str]) -> RawRecord | Problem:

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from llmforge.eval.metrics import IGNORE
+from llmforge.progress import begin
 
 
 @dataclass(frozen=True)
@@ -38,23 +37,20 @@ def split_prompt(input_ids: list[int], labels: list[int], eos_id: int | None) ->
     return list(input_ids[:start]), reference
 
 
-@torch.no_grad()
 def generate_batch(model: Any, tokenizer: Any, prompts: list[list[int]], decoding: Decoding) -> list[list[int]]:
-    """Left-padded batched generation; returns only the new tokens, cut at eos."""
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, T)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)  # (B, T)
-    sample = decoding.temperature > 0
-    kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": decoding.max_new_tokens,
-                              "pad_token_id": pad, "eos_token_id": tokenizer.eos_token_id}
-    if sample:
-        torch.manual_seed(decoding.seed)
-        kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
-    out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)  # (B, T + new)
+    """Batched generation through the model's runtime (a torch model or `llmforge.eval.runtimes.Runtime`);
+    returns only the new tokens, cut at eos."""
+    from llmforge.eval.runtimes import as_runtime
+
+    runtime = as_runtime(model)
+    step = runtime.max_batch or len(prompts)
+    outputs: list[list[int]] = []
+    for start in range(0, len(prompts), step):
+        outputs += runtime.generate(prompts[start : start + step], decoding.max_new_tokens,
+                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                    temperature=decoding.temperature, top_p=decoding.top_p, seed=decoding.seed)
     results = []
-    for row in out[:, width:].tolist():
+    for row in outputs:
         if tokenizer.eos_token_id in row:
             row = row[: row.index(tokenizer.eos_token_id)]
         results.append(row)
@@ -69,6 +65,7 @@ def generate_samples(
     pairs = [split_prompt(list(r["input_ids"]), list(r["labels"]), tokenizer.eos_token_id) for r in dataset]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))  # similar lengths: less padding
     predictions: dict[int, list[int]] = {}
+    begin(progress, "generation", len(order))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         for i, ids in zip(chunk, generate_batch(model, tokenizer, [pairs[i][0] for i in chunk], decoding)):

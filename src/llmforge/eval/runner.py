@@ -10,10 +10,13 @@ from typing import Any
 
 import torch
 
-from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.artifacts import RunDir, read_manifest
 from llmforge.config import EvalConfig
+from llmforge.errors import LlmforgeError
 from llmforge.eval.metrics import IGNORE, perplexity, strided_nll, token_nll
-from llmforge.models.loader import load_model
+from llmforge.eval.runtimes import Runtime, as_runtime, load_runtime
+from llmforge.models.reference import resolve_ref
+from llmforge.progress import begin
 
 Progress = Callable[[int], None]
 
@@ -42,11 +45,14 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def _strided(model: Any, row: dict[str, Any], window: int, stride: int) -> tuple[float, int]:
-    device = next(model.parameters()).device
-    ids = torch.tensor(row["input_ids"], device=device)  # (T,)
-    labels = torch.tensor(row["labels"], device=device)  # (T,)
-    return strided_nll(lambda x: model(input_ids=x, use_cache=False).logits, ids, window, stride, labels)
+def _strided(runtime: Runtime, row: dict[str, Any], window: int, stride: int) -> tuple[float, int]:
+    ids = torch.tensor(row["input_ids"])  # (T,)
+    labels = torch.tensor(row["labels"])  # (T,)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # (1, L) -> (1, L, V)
+        return runtime.forward(x, torch.ones_like(x)).cpu()
+
+    return strided_nll(forward, ids, window, stride, labels)
 
 
 @torch.no_grad()
@@ -56,30 +62,31 @@ def score(
 ) -> dict[str, float]:
     """Summed NLL over every trainable token of `dataset`; padding and prompts are never scored.
 
-    Samples longer than `window` are scored with sliding windows (`stride`, default window // 2); the rest in
-    padded batches. Both are reported with the result.
+    `model` is a torch model or any runtime (`llmforge.eval.runtimes`): ONNX Runtime and llama.cpp artifacts are
+    scored with the same batches, masks and windows. Samples longer than `window` are scored with sliding windows
+    (`stride`, default window // 2); the rest in padded batches. Both are reported with the result.
     """
-    device = next(model.parameters()).device
+    runtime = as_runtime(model)
     lengths = [len(ids) for ids in dataset["input_ids"]]
     order = sorted(range(len(dataset)), key=lengths.__getitem__)  # similar lengths together: less padding
     total_nll, tokens = 0.0, 0
     stride = stride or (window // 2 if window else None)
+    begin(progress, "perplexity", len(dataset))
     if window:
         long = [i for i in order if lengths[i] > window]
         order = [i for i in order if lengths[i] <= window]
         for i in long:
-            nll, n = _strided(model, dataset[i], window, stride)
+            nll, n = _strided(runtime, dataset[i], window, stride)
             total_nll, tokens = total_nll + nll, tokens + n
             if progress:
                 progress(1)
     for start in range(0, len(order), batch_size):
         rows = dataset.select(order[start : start + batch_size])
         ids, lab = list(rows["input_ids"]), list(rows["labels"])
-        input_ids = _pad(ids, 0).to(device)  # (B, T)
-        labels = _pad(lab, IGNORE).to(device)  # (B, T)
-        mask = _pad([[1] * len(r) for r in ids], 0).to(device)  # (B, T)
-        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-        nll, n = token_nll(logits, labels)
+        input_ids = _pad(ids, 0)  # (B, T)
+        mask = _pad([[1] * len(r) for r in ids], 0)  # (B, T)
+        logits = runtime.forward(input_ids, mask)  # (B, T, V)
+        nll, n = token_nll(logits, _pad(lab, IGNORE).to(logits.device))
         total_nll, tokens = total_nll + nll, tokens + n
         if progress:
             progress(len(rows))
@@ -136,24 +143,37 @@ def _generation_metrics(
     return metrics
 
 
+def _context(cfg: EvalConfig, dataset: Any) -> int:
+    """The longest sequence a runtime with a fixed context (llama.cpp) must hold: a sample, or a prompt and answer."""
+    longest = max(len(ids) for ids in dataset["input_ids"])
+    if cfg.eval.window:
+        longest = min(longest, cfg.eval.window)
+    return longest + (cfg.eval.max_new_tokens if cfg.eval.generate_samples else 0)
+
+
 def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
     dataset = load_split(cfg.data, cfg.eval.split)
     if cfg.eval.max_samples:
         dataset = dataset.select(range(min(cfg.eval.max_samples, len(dataset))))
     if len(dataset) == 0:
         raise ValueError(f"split '{cfg.eval.split}' of {cfg.data} is empty")
-    model, tokenizer = load_model(cfg.model)
-    parents = [cfg.data] + ([Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else [])
+    ref = resolve_ref(cfg.model.name_or_path)
+    if cfg.eval.harness_tasks and ref.runtime != "pytorch":
+        raise LlmforgeError(f"lm-eval harness tasks run on PyTorch models; {ref.ref} is the {ref.format} export "
+                            f"({ref.runtime}): drop eval.harness_tasks, or evaluate the model it was exported from")
+    runtime, tokenizer = load_runtime(ref, cfg.model, context=_context(cfg, dataset))
+    parents = [cfg.data] + ([ref.run_dir] if ref.run_dir else [])
     with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, parents=parents,
                 dataset_fingerprint=read_manifest(cfg.data).get("dataset_fingerprint")) as run:
-        metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path,
-                   **score(model, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
+        metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path, "runtime": ref.runtime,
+                   "format": ref.format or ref.kind,
+                   **score(runtime, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
         if cfg.eval.generate_samples:
-            metrics.update(_generation_metrics(cfg, model, tokenizer, dataset, run, progress))
+            metrics.update(_generation_metrics(cfg, runtime, tokenizer, dataset, run, progress))
         if cfg.eval.harness_tasks:
             from llmforge.eval.harness import run_harness
 
-            metrics["harness"] = run_harness(model, tokenizer, cfg.eval.harness_tasks, cfg.eval.harness_include,
-                                             cfg.eval.harness_limit, cfg.eval.batch_size)
+            metrics["harness"] = run_harness(runtime.model, tokenizer, cfg.eval.harness_tasks,
+                                             cfg.eval.harness_include, cfg.eval.harness_limit, cfg.eval.batch_size)
         run.finish(metrics)
     return EvalResult(cfg.output_dir, metrics)

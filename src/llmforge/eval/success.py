@@ -23,6 +23,14 @@ TARGETS = (
 )
 
 
+def counted_speedup(formats: dict[str, dict[str, Any]]) -> float | None:
+    """The best decode speedup among exported formats that passed their checks: a quantized format that failed
+    its quality gate (or fp32 parity) is fast because it is wrong, so its speed does not count."""
+    speedups = [m["speedup_vs_pytorch"] for m in formats.values()
+                if "speedup_vs_pytorch" in m and m.get("passed") is not False]
+    return max(speedups) if speedups else None
+
+
 def _fmt(value: float, unit: str) -> str:
     return f"{value:.1%}" if unit == "%" else f"{value:,.2f}{unit}" if unit == "x" else f"{value:,.0f} {unit}"
 

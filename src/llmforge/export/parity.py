@@ -49,8 +49,10 @@ def _as_2d(logits: Any, length: int) -> np.ndarray:
 
 def logits_parity(reference_logits_fn: LogitsFn, candidate_logits_fn: LogitsFn,
                   prompts_ids: Sequence[list[int]]) -> dict[str, float]:
-    """Largest and mean |difference| of logits over every position of every prompt, and top-1 agreement."""
+    """Largest and mean |difference| of logits over every position of every prompt, top-1 agreement, and the
+    teacher-forced perplexity of the prompts' own next tokens under each (their relative change)."""
     max_diff, total_diff, agree, positions, elements = 0.0, 0.0, 0, 0, 0
+    nll_ref, nll_cand, predicted = 0.0, 0.0, 0
     for ids in prompts_ids:
         ref = _as_2d(reference_logits_fn(ids), len(ids))  # (T, V)
         cand = _as_2d(candidate_logits_fn(ids), len(ids))  # (T, V)
@@ -62,10 +64,25 @@ def logits_parity(reference_logits_fn: LogitsFn, candidate_logits_fn: LogitsFn,
         elements += diff.size
         agree += int((ref.argmax(-1) == cand.argmax(-1)).sum())
         positions += len(ids)
+        nll_ref += _next_token_nll(ref, ids)
+        nll_cand += _next_token_nll(cand, ids)
+        predicted += len(ids) - 1
     if not positions:
         raise LlmforgeError("logits parity needs at least one non-empty prompt")
-    return {"max_abs_logits_diff": max_diff, "mean_abs_logits_diff": total_diff / elements,
-            "top1_agreement": agree / positions}
+    result = {"max_abs_logits_diff": max_diff, "mean_abs_logits_diff": total_diff / elements,
+              "top1_agreement": agree / positions}
+    if predicted:
+        result["reference_perplexity"] = float(np.exp(nll_ref / predicted))
+        result["perplexity"] = float(np.exp(nll_cand / predicted))
+        result["perplexity_change"] = float(np.exp((nll_cand - nll_ref) / predicted)) - 1
+    return result
+
+
+def _next_token_nll(logits: np.ndarray, ids: list[int]) -> float:
+    """Summed -log p(ids[t+1] | ids[:t+1]) from (T, V) logits."""
+    shifted = logits[:-1] - logits[:-1].max(-1, keepdims=True)  # (T-1, V)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return float(-log_probs[np.arange(len(ids) - 1), ids[1:]].sum())
 
 
 def greedy_parity(ref_generate: GenerateFn, cand_generate: GenerateFn, prompts_ids: Sequence[list[int]],

@@ -3,7 +3,8 @@
 Every format gets the same parity check against the PyTorch model it came from, recorded in metrics.json:
 maximum |Δ logits| on fixed prompts, whether the greedy continuation is identical for N tokens, and whether the
 format's tokenizer gives the same ids as the HF tokenizer on a corpus with unicode and special tokens.
-fp32 formats must pass (|Δ logits| <= 1e-3, identical greedy tokens and tokenization); quantized ones report.
+fp32 formats must pass (|Δ logits| <= 1e-3, identical greedy tokens and tokenization); quantized ones must pass
+their quality gate (export.gate: perplexity change and top-1 agreement against PyTorch), or they are failed.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
 from llmforge.bench.runner import weight_file_bytes
-from llmforge.config import ExportConfig
+from llmforge.config import ExportConfig, QualityGate
 from llmforge.errors import LlmforgeError
 from llmforge.export import parity
 from llmforge.models.loader import load_model, resolve_model
+from llmforge.progress import Progress, begin
 
 Stage = Callable[[str], None]
 FP32_TOLERANCE = 1e-3
 EXACT_FORMATS = ("onnx", "gguf-f32")  # formats held to the fp32 tolerance
+MERGED = "merged"  # where an adapter given to export is merged, inside the export's run directory
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Reference:
     model: Any
     tokenizer: Any
     prompts: list[list[int]]
+    progress: Progress | None = None  # told of each greedy reference answer: one per parity prompt
 
     def logits(self, ids: list[int]) -> np.ndarray:
         with torch.no_grad():
@@ -53,6 +57,8 @@ class Reference:
                                       dtype=torch.long), max_new_tokens=n, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=self.tokenizer.eos_token_id)
+        if self.progress:
+            self.progress(1)
         return out[0, len(ids):].tolist()
 
     def encode(self, text: str) -> list[int]:
@@ -75,9 +81,10 @@ def _prompts(cfg: ExportConfig, tokenizer: Any) -> list[list[int]]:
     return [tokenizer(t)["input_ids"][:128] for t in texts[:n]]
 
 
-def _check(fmt: str, result: dict[str, Any]) -> dict[str, Any]:
-    """passed: tokenization identical, and for fp32 formats logits within tolerance and greedy identical;
-    None when no runtime was there to measure (e.g. GGUF without llama-cpp-python)."""
+def _check(fmt: str, result: dict[str, Any], gate: QualityGate) -> dict[str, Any]:
+    """passed: tokenization identical, and for fp32 formats logits within tolerance and greedy identical; for
+    quantized formats, the quality gate (perplexity change and top-1 agreement against PyTorch); None when no
+    runtime was there to measure (e.g. GGUF without llama-cpp-python)."""
     exact = fmt in EXACT_FORMATS
     result["tolerance"] = FP32_TOLERANCE if exact else None
     if "tokenization_identical" not in result:
@@ -86,6 +93,9 @@ def _check(fmt: str, result: dict[str, Any]) -> dict[str, Any]:
     ok = result["tokenization_identical"]
     if exact:
         ok = ok and result["max_abs_logits_diff"] <= FP32_TOLERANCE and result["greedy_identical"]
+    else:
+        result.update(gate.apply(result))
+        ok = ok and result["gate_passed"]
     result["passed"] = bool(ok)
     return result
 
@@ -211,17 +221,25 @@ def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir
     return base
 
 
-def _model_dir(ref: str) -> Path:
+def _model_dir(ref: str) -> Path | None:
+    """The full model's local directory; None for a LoRA adapter, which export merges on demand."""
     resolved = resolve_model(ref)
     if resolved.adapter is not None:
-        raise LlmforgeError(
-            f"{ref} is a LoRA adapter: exports need the full model. Merge it first: `llmforge merge {ref} "
-            "--output MERGED_DIR` (or train with train.merge: true), then export MERGED_DIR"
-        )
+        return None
     path = Path(resolved.path)
     if not path.is_dir():
         raise LlmforgeError(f"export reads a local model directory; '{ref}' is not one (download it first)")
     return path
+
+
+def _merge_on_demand(cfg: ExportConfig, run: RunDir) -> tuple[Path, dict[str, Any]]:
+    """Merge the adapter `cfg.model` names into the run's `merged/` (fp32, CPU): exports need the full weights,
+    and the merged model stays beside them as the exports' source (GGUF serving takes its tokenizer)."""
+    from llmforge.models.merge import merge_adapter
+
+    facts = merge_adapter(cfg.model.model_copy(update={"dtype": "float32"}), run.file(MERGED), torch.device("cpu"))
+    return run.staging / MERGED, {"merged_model": MERGED, "adapter": str(Path(cfg.model.name_or_path).resolve()),
+                                  "base_model": facts["base_model"]}
 
 
 def _preflight(cfg: ExportConfig) -> None:
@@ -237,22 +255,28 @@ def _preflight(cfg: ExportConfig) -> None:
         raise LlmforgeError("onnx-int8-static needs `data` (a prepared dataset) for calibration samples")
 
 
-def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
+def export(cfg: ExportConfig, stage: Stage = lambda name: None, progress: Progress | None = None) -> ExportResult:
     _preflight(cfg)
     started = time.perf_counter()
-    model_dir = _model_dir(cfg.model.name_or_path)
-    model, tokenizer = load_model(cfg.model.model_copy(update={"dtype": "float32"}), torch.device("cpu"))
-    ref = Reference(model, tokenizer, _prompts(cfg, tokenizer))
+    model_dir = _model_dir(cfg.model.name_or_path)  # None: an adapter, merged below into the run dir
     parents = [Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else []
     fingerprint = read_manifest(cfg.data).get("dataset_fingerprint") if cfg.data else None
     with RunDir(cfg.output_dir, kind="export", command="export", config=cfg,
                 parents=parents + ([cfg.data] if cfg.data else []), dataset_fingerprint=fingerprint) as run:
+        merged: dict[str, Any] = {}
+        if model_dir is None:
+            stage("merge the LoRA adapter into its base model")
+            model_dir, merged = _merge_on_demand(cfg, run)
+        source = cfg.model.model_copy(update={"dtype": "float32", "name_or_path": str(model_dir)})
+        model, tokenizer = load_model(source, torch.device("cpu"))
+        ref = Reference(model, tokenizer, _prompts(cfg, tokenizer), progress)
         formats: dict[str, Any] = {}
         for fmt in cfg.export.formats:
             stage(f"export {fmt}")
-            begin = time.perf_counter()
-            formats[fmt] = _check(fmt, _export_one(fmt, ref, model_dir, cfg, run))
-            formats[fmt]["seconds"] = time.perf_counter() - begin
+            begin(progress, f"parity {fmt} (greedy answers)", len(ref.prompts))
+            begin_time = time.perf_counter()
+            formats[fmt] = _check(fmt, _export_one(fmt, ref, model_dir, cfg, run), cfg.export.gate)
+            formats[fmt]["seconds"] = time.perf_counter() - begin_time
         metrics = {"source_bytes": sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
                    "parity_prompts": len(ref.prompts), "parity_tokens": cfg.export.parity_tokens,
                    "formats": formats}
@@ -260,7 +284,8 @@ def export(cfg: ExportConfig, stage: Stage = lambda name: None) -> ExportResult:
             stage("decode speed against PyTorch fp32")
             metrics["pytorch_fp32_tokens_per_second"] = _speed(ref, model_dir, formats, run)
         metrics["seconds"] = time.perf_counter() - started
+        final_source = cfg.output_dir.resolve() / MERGED if merged else model_dir.resolve()  # after publishing
         run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()},
-                     "source_model": str(model_dir.resolve())}
+                     "source_model": str(final_source), **merged}
         run.finish(metrics)
     return ExportResult(cfg.output_dir, metrics)

@@ -29,7 +29,10 @@ class ResolvedModel:
 
 
 def resolve_model(name_or_path: str | Path) -> ResolvedModel:
+    from llmforge.models.presets import preset_reference
+
     name = str(name_or_path)
+    name = preset_reference(name) or name  # a preset: its pulled run dir, or its hub id (see `llmforge models`)
     if name == DEMO_NAME:
         if not (DEMO_DIR / "config.json").is_file():
             raise LlmforgeError(
@@ -37,6 +40,7 @@ def resolve_model(name_or_path: str | Path) -> ResolvedModel:
             )
         return ResolvedModel(str(DEMO_DIR))
     path = Path(name).expanduser()
+    _refuse_export(name, path)
     if is_run_dir(path):
         manifest = read_manifest(path)
         if manifest.get("model_dir"):
@@ -51,7 +55,38 @@ def resolve_model(name_or_path: str | Path) -> ResolvedModel:
             base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
             return ResolvedModel(resolve_model(base).path, path)
         raise LlmforgeError(f"{path} exists but holds no model (no config.json or adapter_config.json)")
+    if not path.exists() and _looks_like_path(name):
+        raise LlmforgeError(f"{path}: no such directory (a local model directory, run directory or export)")
     return ResolvedModel(name)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `org/name`; anything absolute, relative-dotted, home-based or deeper is a path."""
+    return name.startswith(("/", ".", "~", "\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _refuse_export(name: str, path: Path) -> None:
+    """An export (ONNX, GGUF, TensorRT) runs on its own runtime; PyTorch loaders say so instead of failing late."""
+    from llmforge.models.reference import find_export
+
+    if not path.exists():
+        return
+    export_run = is_run_dir(path) and read_manifest(path).get("kind") == "export"
+    try:
+        exported = find_export(path)
+    except LlmforgeError:  # an export run holding several formats
+        exported = None
+    if not export_run and exported is None:
+        return
+    manifest = read_manifest(exported.run_dir) if exported and exported.run_dir else read_manifest(path) \
+        if export_run else {}
+    what = f"the {exported.format} export" if exported else "an export run"
+    source = manifest.get("source_model")
+    raise LlmforgeError(
+        f"{name} is {what}: it runs on its own runtime, not transformers. `llmforge bench` and `llmforge eval` "
+        "measure it; PyTorch workflows need the model it was exported from"
+        + (f" ({source})" if source else "")
+    )
 
 
 def default_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -71,6 +106,20 @@ def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
 
 
+def _check_config_json(model_dir: str | Path) -> None:
+    """A local model's config.json must parse: name the file and the spot, before any loader trips on it."""
+    import json
+
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LlmforgeError(f"{config}: not valid JSON ({exc}); config.json must be the model's transformers "
+                            "config, as `save_pretrained` writes it") from exc
+
+
 def _load_error(name: str, exc: Exception) -> LlmforgeError:
     local = Path(name).exists()
     why = "" if local else " It is not a local directory, and the hub may be unreachable from here."
@@ -81,6 +130,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     resolved = resolve_model(cfg.name_or_path)
+    _check_config_json(resolved.path)
     source = str(resolved.adapter) if resolved.adapter and (resolved.adapter / "tokenizer_config.json").exists() \
         else resolved.path
     try:
@@ -103,6 +153,7 @@ def load_model(
     from llmforge.compress.int8 import is_int8_dir
 
     resolved = resolve_model(cfg.name_or_path)
+    _check_config_json(resolved.path)
     if resolved.adapter is None and is_int8_dir(Path(resolved.path)):
         return _load_int8(cfg, Path(resolved.path), device or torch.device("cpu"))
     device = device or default_device()

@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
+from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -23,7 +24,7 @@ from llmforge.serve import schemas as s
 from llmforge.serve.engine import (
     AsyncResults, Completion, ContextLengthError, EngineClosedError, GenerationRequest, QueueFullError,
 )
-from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable
+from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel
 from llmforge.serve.prompts import PromptError, chat_ids, seed_ids, text_ids, token_text
 from llmforge.serve.sampling import SamplingParams, TokenLogprob
@@ -88,7 +89,7 @@ class Generation:
         capacity = self.settings.max_concurrency + self.settings.max_queue
         if len(requests) > capacity:
             raise APIError(400, f"this request asks for {len(requests)} sequences; the server holds at most "
-                                f"{capacity} at once", param="n")
+                                f"{capacity} at once", param="n", code="too_many_sequences")
         try:
             return AsyncResults(model.engine, requests)  # type: ignore[arg-type]
         except QueueFullError as exc:
@@ -113,15 +114,20 @@ class Generation:
 
     async def gather(self, request: Request, results: AsyncResults) -> list[Completion] | None:
         """All completions, or None when the client left first (its sequences are then cancelled)."""
-        collect = asyncio.ensure_future(results.collect())
+        done = await self.gather_all(request, [results])
+        return None if done is None else done[0]
+
+    async def gather_all(self, request: Request, results: Sequence[AsyncResults]) -> list[list[Completion]] | None:
+        collect = asyncio.ensure_future(asyncio.gather(*(r.collect() for r in results)))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-            return collect.result() if collect.done() else None
+            return list(collect.result()) if collect.done() else None
         finally:
             gone.cancel()
             collect.cancel()
-            results.cancel()
+            for r in results:
+                r.cancel()
 
     async def finished(self, request: Request, results: AsyncResults) -> list[Completion] | None:
         completions = await self.gather(request, results)
@@ -135,13 +141,14 @@ class Generation:
     async def chat(self, body: s.ChatCompletionRequest, request: Request) -> Any:
         model = self.model(body.model, request)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        bias = _logit_bias(body, tokenizer)
         try:
             prompt = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name)
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
         budget = self.max_tokens(model, prompt, body.token_limit, "messages")
         rid = request.state.request_id
-        requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i), f"{rid}-{i}")
+        requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias), f"{rid}-{i}")
                     for i in range(body.n)]
         results = self.submit(model, requests)
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
@@ -194,16 +201,17 @@ class Generation:
         vocab = len(tokenizer)
         if any(not ids or min(ids) < 0 or max(ids) >= vocab for ids in prompts):
             raise APIError(400, f"every prompt needs at least one token, and token ids must lie in [0, {vocab})",
-                           param="prompt")
+                           param="prompt", code="invalid_token")
         return prompts
 
     async def completions(self, body: s.CompletionRequest, request: Request) -> Any:
         model = self.model(body.model, request)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         prompts = self._prompts(body, tokenizer)
+        bias = _logit_bias(body, tokenizer)
         budgets = [self.max_tokens(model, p, body.token_limit, "prompt") for p in prompts]
         rid = request.state.request_id
-        requests = [self.request(p, _params(body, b, body.top_alternatives, i), f"{rid}-{k * body.n + i}")
+        requests = [self.request(p, _params(body, b, body.top_alternatives, i, bias), f"{rid}-{k * body.n + i}")
                     for k, (p, b) in enumerate(zip(prompts, budgets)) for i in range(body.n)]
         results = self.submit(model, requests)
         meta = {"id": f"cmpl-{rid}", "model": model.name, "created": int(time.time())}
@@ -250,10 +258,13 @@ class Generation:
         start = time.perf_counter()
         model = self.model(body.model or self.settings.default_model, request)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
-        prompts = [seed_ids(tokenizer, m, model.name) for m in messages]
-        params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p)
+        try:
+            prompts = [seed_ids(tokenizer, m, model.name) for m in messages]
+        except PromptError as exc:
+            raise APIError(400, str(exc), param="message") from exc
+        params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
         for p in prompts:
-            self.max_tokens(model, p, body.max_tokens, "message")
+            self.max_tokens(model, p, body.token_limit, "message")
         rid = request.state.request_id
         results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)])
         done = await self.finished(request, results)
@@ -263,19 +274,78 @@ class Generation:
         return [s.ChatResponse(response=c.text, model=model.name, finish_reason=c.finish_reason or "stop",
                                usage=_usage(len(p), [c]), latency_ms=latency) for p, c in zip(prompts, done)]
 
+    async def seed_batch(self, items: list[Any], request: Request) -> list[Any] | None:
+        """The seed's bare list of /chat requests: each answered with its own settings, in its own slot.
+
+        An item that is invalid (or too long, or for an unknown model) holds an OpenAI error body; the others are
+        answered. None when the client left first."""
+        start = time.perf_counter()
+        slots: list[Any] = [None] * len(items)
+        running: list[tuple[int, int, str, AsyncResults]] = []  # (slot, prompt tokens, model, results)
+        rid = request.state.request_id
+        try:
+            for i, item in enumerate(items):
+                try:
+                    running.append((i, *self._seed_item(item, request, f"{rid}-{i}")))
+                except APIError as exc:
+                    slots[i] = error_body(exc.status, exc.message, exc.param, exc.code)
+            done = await self.gather_all(request, [r for *_, r in running])
+        finally:
+            for *_, r in running:
+                r.cancel()
+        if done is None:
+            return None
+        latency = round(1e3 * (time.perf_counter() - start), 2)
+        for (i, prompt_tokens, name, _), (c,) in zip(running, done):
+            if c.finish_reason in FAILED:
+                err = self.failure(c)
+                slots[i] = error_body(err.status, err.message, err.param, err.code)
+            else:
+                slots[i] = s.ChatResponse(response=c.text, model=name, finish_reason=c.finish_reason or "stop",
+                                          usage=_usage(prompt_tokens, [c]), latency_ms=latency)
+        return slots
+
+    def _seed_item(self, item: Any, request: Request, rid: str) -> tuple[int, str, AsyncResults]:
+        try:
+            body = s.ChatRequest.model_validate(item)
+        except ValidationError as exc:
+            message, param = validation_message(exc.errors())
+            raise APIError(400, message, param=param, code="invalid_request") from exc
+        model = self.model(body.model or self.settings.default_model, request)
+        try:
+            prompt = seed_ids(model.backend.tokenizer, body.message, model.name)  # type: ignore[union-attr]
+        except PromptError as exc:
+            raise APIError(400, str(exc), param="message") from exc
+        self.max_tokens(model, prompt, body.token_limit, "message")
+        params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
+        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)])
+
 
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
 
-def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choice: int) -> SamplingParams:
+def _logit_bias(body: s.SamplingFields, tokenizer: Any) -> tuple[tuple[int, float], ...]:
+    vocab = len(tokenizer)
+    bias = tuple((int(k), float(v)) for k, v in (body.logit_bias or {}).items())
+    bad = [i for i, _ in bias if i >= vocab]
+    if bad:
+        raise APIError(400, f"logit_bias: token id {bad[0]} is not in the vocabulary [0, {vocab})",
+                       param="logit_bias", code="invalid_token")
+    return bias
+
+
+def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choice: int,
+            bias: tuple[tuple[int, float], ...] = ()) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-        # Each of n choices gets its own seed, so they differ from each other yet repeat with the same request.
+        # Each of n choices gets its own seed, so they differ from each other yet repeat with the same request
+        # (the sampler reduces seed + choice modulo 2**64).
         seed=None if body.seed is None else body.seed + choice,
         stop=tuple(body.stop or ()), presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty, logprobs=logprobs, ignore_eos=body.ignore_eos,
+        top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty, logit_bias=bias,
     )
 
 
@@ -306,6 +376,20 @@ def _completion_logprobs(tokenizer: Any, logprobs: Sequence[TokenLogprob], offse
                                 top_logprobs=top, text_offset=offsets)
 
 
+def _streamed(model: type) -> dict[int | str, dict[str, Any]]:
+    """A generation's 200: its JSON body, or with `stream: true` server-sent events ending in `data: [DONE]`."""
+    event = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+    return {200: {"model": model, "content": {"text/event-stream": {"schema": event}}}}
+
+
+def _batch_chat_body(max_items: int) -> dict[str, Any]:
+    """/batch_chat's body as OpenAPI: the seed's bare list of /chat requests, or an object with `messages`."""
+    listed = {"type": "array", "minItems": 1, "maxItems": max_items, "items": s.ChatRequest.model_json_schema()}
+    obj = s.BatchChatRequest.model_json_schema()
+    obj["properties"]["messages"]["maxItems"] = max_items
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [listed, obj]}}}}}
+
+
 def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
     gen = Generation(pool, settings)
     router = APIRouter()
@@ -318,11 +402,11 @@ def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
             for m in pool.models.values()
         ])
 
-    @router.post("/v1/chat/completions")
+    @router.post("/v1/chat/completions", responses=_streamed(s.ChatCompletion))
     async def chat_completions(body: s.ChatCompletionRequest, request: Request) -> Any:
         return await gen.chat(body, request)
 
-    @router.post("/v1/completions")
+    @router.post("/v1/completions", responses=_streamed(s.Completion))
     async def completions(body: s.CompletionRequest, request: Request) -> Any:
         return await gen.completions(body, request)
 
@@ -331,8 +415,22 @@ def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
         answers = await gen.seed_chat([body.message], body, request)
         return answers[0] if answers else Response(status_code=CLIENT_CLOSED)
 
-    @router.post("/batch_chat", response_model=s.BatchChatResponse)
-    async def batch_chat(body: s.BatchChatRequest, request: Request) -> Any:
+    @router.post("/batch_chat", response_model=s.BatchChatResponse | list[s.ChatResponse | s.ErrorBody],
+                 openapi_extra=_batch_chat_body(settings.max_batch_chat))
+    async def batch_chat(request: Request, raw: Any = Body(None, include_in_schema=False)) -> Any:
+        if isinstance(raw, list):  # the seed's shape: a bare list of /chat requests, each with its own settings
+            if not 1 <= len(raw) <= settings.max_batch_chat:
+                raise APIError(400, f"a batch holds 1 to {settings.max_batch_chat} requests; got {len(raw)}",
+                               param=None)
+            slots = await gen.seed_batch(raw, request)
+            return slots if slots is not None else Response(status_code=CLIENT_CLOSED)
+        if not isinstance(raw, dict):
+            raise APIError(400, "the body must be a JSON object with 'messages', or a JSON list of /chat requests")
+        try:
+            body = s.BatchChatRequest.model_validate(raw)
+        except ValidationError as exc:
+            message, param = validation_message(exc.errors())
+            raise APIError(400, message, param=param, code="invalid_request") from exc
         if len(body.messages) > settings.max_batch_chat:
             raise APIError(400, f"at most {settings.max_batch_chat} messages per batch; got {len(body.messages)}",
                            param="messages")

@@ -18,26 +18,18 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from llmforge import __version__
 from llmforge.serve.api import build_router
-from llmforge.serve.http_errors import APIError, error_response, unavailable
+from llmforge.serve.http_errors import APIError, error_response, unavailable, validation_message
 from llmforge.serve.metrics import ServeMetrics
 from llmforge.serve.middleware import ApiKeyAuth, BodyLimit, RequestContext
+from llmforge.serve.openapi import document
 from llmforge.serve.pool import Loader, ModelPool
 from llmforge.serve.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app"]
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """The first problem as one sentence, and the field it is about (OpenAI's `param`)."""
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    return (f"{param}: {msg}" if param else msg), param
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -49,7 +41,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        message, param = _validation_message(exc)  # 400 like OpenAI, not FastAPI's 422
+        message, param = validation_message(exc.errors())  # 400 like OpenAI, not FastAPI's 422
         return error_response(400, message, param=param, code="invalid_request")
 
     @app.exception_handler(HTTPException)
@@ -88,6 +80,11 @@ def _install_ops(app: FastAPI, pool: ModelPool, metrics: ServeMetrics) -> None:
     async def health() -> dict[str, Any]:
         return _health(app, pool)
 
+    @app.head("/", response_class=Response, responses={200: {"description": "Alive (no body)."}})
+    @app.head("/health", response_class=Response, responses={200: {"description": "Alive (no body)."}})
+    async def health_probe() -> Response:  # probes often send HEAD
+        return Response(status_code=200)
+
     @app.get("/ready")
     async def ready() -> Response:
         if app.state.draining:
@@ -101,7 +98,8 @@ def _install_ops(app: FastAPI, pool: ModelPool, metrics: ServeMetrics) -> None:
     async def model_info() -> dict[str, Any]:
         return {"models": [m.describe() for m in pool.models.values()]}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text exposition format (vLLM's metric names)."}})
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -135,6 +133,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     _install_errors(app)
     _install_ops(app, pool, metrics)
     app.include_router(build_router(pool, settings))
+    document(app, list(settings.models), set(settings.public_paths) if settings.api_keys else None)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_paths=settings.public_paths)

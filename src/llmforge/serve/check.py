@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
 
     port, key = free_port(), os.urandom(16).hex()
     url = f"http://127.0.0.1:{port}"
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    if log is None:  # the log is the evidence of a clean drain: keep one even when the caller does not ask
+        log = Path(tempfile.mkdtemp(prefix="llmforge-serve-check-")) / "serve.log"
+    out = open(log, "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, "LLMFORGE_API_KEY": key}
     proc = subprocess.Popen([sys.executable, "-m", "llmforge.cli", "serve", str(model), "--port", str(port),
                              "--served-model-name", "demo"], stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -66,8 +69,7 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
     finally:
         if proc.poll() is None:
             proc.kill()
-        if log:
-            out.close()
+        out.close()
     return {"prompt": prompt, "reply": reply.choices[0].message.content, "usage": reply.usage.model_dump(),
             "p50_latency_ms": statistics.median(latencies) * 1e3, "latency_requests": requests,
             "latency_tokens": max_tokens, "exit_code": code,
@@ -76,5 +78,7 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
 
 
 def _drained(log: Path | None) -> bool:
-    """The server's own log says the application shut down (True when no log was kept)."""
-    return log is None or "Application shutdown complete" in Path(log).read_text(encoding="utf-8", errors="replace")
+    """The server's own log says the application shut down. No log is no evidence: not drained."""
+    if log is None or not Path(log).is_file():
+        return False
+    return "Application shutdown complete" in Path(log).read_text(encoding="utf-8", errors="replace")

@@ -114,9 +114,18 @@ class Completion:
 class RequestHandle:
     def __init__(self) -> None:
         self.cancelled = False  # set by any thread, read by the worker at every step
+        self.released = False
+        self._on_release: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def release(self) -> None:
+        """The consumer is done with this request (its last output is sent): it stops counting as running."""
+        if not self.released:
+            self.released = True
+            if self._on_release is not None:
+                self._on_release()
 
 
 @dataclass(eq=False)
@@ -132,6 +141,7 @@ class _Seq:
     pending: int = -1  # the last sampled token, fed at the next decode step
     admitted: bool = False
     done: bool = False
+    unsent: bool = False  # finished here, but its consumer holds it until its last output is sent
 
 
 class Engine:
@@ -143,6 +153,7 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: deque[_Seq] = deque()
         self._active = 0  # admitted and not finished; guarded by _cond
+        self._unsent = 0  # finished, but held by a consumer still sending the last output; guarded by _cond
         self._running: list[_Seq] = []  # worker thread only; row i of _state
         self._state: Any = None
         self._closed = False
@@ -156,7 +167,8 @@ class Engine:
 
     @property
     def num_running(self) -> int:
-        return self._active
+        """Requests decoding, or finished but whose consumer is still sending their last output."""
+        return self._active + self._unsent
 
     @property
     def num_waiting(self) -> int:
@@ -180,15 +192,22 @@ class Engine:
         if prompt_tokens + max_tokens > self.max_model_len:
             raise ContextLengthError(prompt_tokens, max_tokens, self.max_model_len)
 
-    def submit(self, requests: Sequence[GenerationRequest],
-               on_output: Callable[[Output], None]) -> list[RequestHandle]:
-        """Queue all of `requests` or none of them (QueueFullError, EngineClosedError, ContextLengthError)."""
+    def submit(self, requests: Sequence[GenerationRequest], on_output: Callable[[Output], None],
+               hold: bool = False) -> list[RequestHandle]:
+        """Queue all of `requests` or none of them (QueueFullError, EngineClosedError, ContextLengthError).
+
+        `hold`: each request counts as running until its handle is released, not only until its last output is
+        produced (a server releases once the response is sent, so the gauge never drops before the last chunk).
+        """
         for r in requests:
             if not r.prompt_ids:
                 raise LlmforgeError("the prompt is empty: it must hold at least one token")
             self.check_context(len(r.prompt_ids), r.params.max_tokens)
         now = time.monotonic()
         seqs = [self._new_seq(i, r, on_output, now) for i, r in enumerate(requests)]
+        if hold:
+            for seq in seqs:
+                seq.handle._on_release = lambda seq=seq: self._released(seq)  # type: ignore[misc]
         with self._cond:
             if self._closed:
                 raise EngineClosedError("the server is shutting down")
@@ -202,7 +221,7 @@ class Engine:
         return [s.handle for s in seqs]
 
     def _new_seq(self, index: int, r: GenerationRequest, callback: Callable[[Output], None], now: float) -> _Seq:
-        return _Seq(index, r, RequestHandle(), callback, RowSampler(r.params),
+        return _Seq(index, r, RequestHandle(), callback, RowSampler(r.params, tuple(r.prompt_ids)),
                     IncrementalText(self.backend.tokenizer, r.params.stop),
                     RequestStats(r.request_id, len(r.prompt_ids), now),
                     now + r.timeout_s if r.timeout_s else None)
@@ -273,9 +292,26 @@ class Engine:
     def _step(self, admitted: list[_Seq]) -> None:
         self._retire(time.monotonic())
         if admitted:
-            self._prefill(admitted)
+            self._prefill_isolated(admitted)
         if self._running:
             self._decode()
+
+    def _prefill_isolated(self, seqs: list[_Seq]) -> None:
+        """Prefill the newcomers; when that fails, find the culprit alone: the running rows and the other
+        newcomers go on (a prefill leaves the running batch's state untouched until it succeeds)."""
+        try:
+            self._prefill(seqs)
+            return
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        for seq in seqs:
+            if seq.done:
+                continue
+            if len(seqs) == 1 or seq.stats.completion_tokens:  # the culprit, or a row already past sampling
+                log.warning("request %s failed in prefill: %s", seq.request.request_id, error)
+                self._finish(seq, "error", error)
+            else:
+                self._prefill_isolated([seq])
 
     def _retire(self, now: float) -> None:
         """Drop running rows that were cancelled or ran out of time, before spending compute on them."""
@@ -310,7 +346,16 @@ class Engine:
         """Pick each row's next token and report it; return the rows that go on."""
         argmax = logits.argmax(-1).tolist()  # (B,) one vectorized pass serves every plain greedy row
         now = time.monotonic()
-        return [i for i, seq in enumerate(seqs) if not self._accept(seq, logits[i], argmax[i], now)]
+        keep = []
+        for i, seq in enumerate(seqs):
+            try:
+                if not self._accept(seq, logits[i], argmax[i], now):
+                    keep.append(i)
+            except Exception as exc:  # one row's sampling or stopping fails that row alone; the batch goes on
+                log.warning("request %s failed while sampling: %s: %s", seq.request.request_id,
+                            type(exc).__name__, exc)
+                self._finish(seq, "error", f"{type(exc).__name__}: {exc}")
+        return keep
 
     def _accept(self, seq: _Seq, logits: torch.Tensor, argmax: int, now: float) -> bool:
         token, logprob = seq.sampler.pick(logits, argmax)
@@ -357,11 +402,20 @@ class Engine:
         if seq.admitted:
             with self._cond:
                 self._active -= 1
+                if seq.handle._on_release is not None and not seq.handle.released:
+                    seq.unsent = True
+                    self._unsent += 1
         if self.on_finish is not None:
             try:
                 self.on_finish(seq.stats)
             except Exception:
                 log.exception("on_finish callback failed")
+
+    def _released(self, seq: _Seq) -> None:
+        with self._cond:
+            if seq.unsent:
+                seq.unsent = False
+                self._unsent -= 1
 
     def _fail(self, seqs: list[_Seq], error: str) -> None:
         for seq in seqs:
@@ -380,14 +434,15 @@ class AsyncResults:
     """Submit requests and receive their outputs on the running event loop.
 
     Submission happens in the constructor, so admission errors surface before any response starts.
-    Leaving the iteration early (a client gone, a task cancelled) should be followed by `cancel()`.
+    Call `cancel()` once the response is over, however it ended: it stops what still runs and releases the
+    requests, which count as running until then.
     """
 
     def __init__(self, engine: Engine, requests: Sequence[GenerationRequest]) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         self._open = len(requests)
-        self.handles = engine.submit(requests, self._deliver)
+        self.handles = engine.submit(requests, self._deliver, hold=True)
 
     def _deliver(self, out: Output) -> None:  # worker thread
         try:
@@ -409,5 +464,7 @@ class AsyncResults:
         return results
 
     def cancel(self) -> None:
+        """Stop generating and release every request: the response is over (sent, or abandoned)."""
         for handle in self.handles:
             handle.cancel()
+            handle.release()

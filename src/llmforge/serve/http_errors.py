@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -42,3 +44,21 @@ def overloaded(message: str) -> APIError:
 
 def unavailable(message: str, retry_after_s: int = RETRY_AFTER_S) -> APIError:
     return APIError(503, message, code="service_unavailable", headers={"Retry-After": str(retry_after_s)})
+
+
+_PATH_PREFIX = re.compile(r"^([\w.]+): ")  # a model validator's message that names its field ("prompt: ...")
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """The first of pydantic's `errors()` as one sentence, and the field it is about (OpenAI's `param`)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    # Union branches appear in loc as tags like 'constrained-str' or 'list[str]': not fields, so not shown.
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not re.search(r"[\[\-]", str(p))]
+    param = ".".join(loc) or None
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        return f"'{param}' is not supported by this server", param
+    named = _PATH_PREFIX.match(msg)
+    if param is None and named:
+        return msg, named.group(1)
+    return (f"{param}: {msg}" if param else msg), param

@@ -6,6 +6,7 @@ untouched (a client that goes away must still be seen by the route, which then c
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import json
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmforge.serve.http_errors import error_response
+from llmforge.serve.http_errors import RETRY_AFTER_S, error_response
 
 access_log = logging.getLogger("llmforge.serve.access")
 log = logging.getLogger("llmforge.serve")
@@ -52,6 +53,16 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            app = scope.get("app")
+            if not getattr(getattr(app, "state", None), "draining", False):
+                raise
+            # uvicorn cancels what is left at the end of its graceful shutdown. The engines abort earlier (see
+            # server.py), so this is a backstop: a 503 the client can retry, one log line, no traceback.
+            log.warning("request %s was still running when the server shut down", rid)
+            if not started:
+                await error_response(503, "the server is shutting down", code="service_unavailable",
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})(scope, receive, send_with_id)
         except Exception:  # answered here, so even a crash carries its request id and an OpenAI-shaped body
             log.exception("unhandled error in request %s", rid)
             if not started:

@@ -68,18 +68,23 @@ class ModelPool:
     def engines(self) -> list[tuple[str, Engine]]:
         return [(m.name, m.engine) for m in self.models.values() if m.engine is not None]
 
-    def load_all(self) -> list[str]:
-        """Load and warm every model (blocking); return the error of each model that failed."""
+    def load_all(self, log_errors: bool = True) -> list[str]:
+        """Load and warm every model (blocking); return the error of each model that failed.
+
+        `log_errors=False`: the caller reports them (`serve` does, as one line, before binding the port)."""
         torch.set_num_threads(cpu_threads(self.settings.threads))
         errors = []
         for model in self.models.values():
             if self.closed:  # shut down while loading: load nothing more
                 break
+            if model.status == "ready":  # loaded before the server started (`serve` does)
+                continue
             try:
                 self._load(model)
             except Exception as exc:  # one bad model must not take the others down
                 model.status, model.error = "failed", str(exc) or type(exc).__name__
-                log.error("model '%s' (%s) failed to load: %s", model.name, model.ref, model.error)
+                if log_errors:
+                    log.error("model '%s' (%s) failed to load: %s", model.name, model.ref, model.error)
                 errors.append(f"model '{model.name}' ({model.ref}): {model.error}")
         return errors
 
@@ -111,8 +116,12 @@ class ModelPool:
         if result.finish_reason == "error":
             raise RuntimeError(f"the warm-up generation failed: {result.error}")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         self.closed = True
         for model in self.models.values():
             if model.engine is not None:
-                model.engine.close()
+                model.engine.close(timeout)
+
+    def abort(self) -> None:
+        """Abort every request now, without waiting (callable from the event loop); `close` joins later."""
+        self.close(timeout=0)

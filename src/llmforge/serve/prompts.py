@@ -27,7 +27,10 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str) ->
         )
     # 'developer' is OpenAI's newer name for 'system'; templates written before it know only 'system'.
     turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
-    text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    try:
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # a template may refuse a conversation (roles out of order, ...): the caller's to fix
+        raise PromptError(f"model '{model_name}''s chat template refused these messages: {exc}") from exc
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

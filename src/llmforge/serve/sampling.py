@@ -1,7 +1,11 @@
-"""Per-row token selection: greedy, temperature and nucleus sampling, OpenAI penalties, logprobs.
+"""Per-row token selection: greedy, temperature, top-k / top-p / min-p sampling, penalties, logit bias, logprobs.
 
 Each row of a batch carries its own parameters and its own seeded generator, so a request picks the same
 tokens whether it decodes alone or next to others (its logits are the same either way).
+
+Numerically safe for every value the API accepts: a temperature below `MIN_TEMPERATURE` is greedy (vLLM's
+`_SAMPLING_EPS`; dividing by 1e-300 overflows to inf and softmax to NaN), filters always keep the most likely
+token, and a seed of any size is reduced modulo 2**64 (what `torch.Generator` takes).
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+
+MIN_TEMPERATURE = 1e-5  # below this, sampling is greedy
+SEED_RANGE = 1 << 64
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,14 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logprobs: int | None = None
     ignore_eos: bool = False
+    top_k: int = 0  # 0 (or -1): off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # HF/vLLM: > 1 discourages tokens of the prompt and of the output so far
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < MIN_TEMPERATURE
 
     @property
     def plain(self) -> bool:
@@ -37,7 +48,8 @@ class SamplingParams:
 
     @property
     def penalized(self) -> bool:
-        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
+                or bool(self.logit_bias))
 
 
 @dataclass(frozen=True)
@@ -52,11 +64,12 @@ class RowSampler:
     """The mutable part of one row's sampling: its generator and the counts its penalties need."""
 
     params: SamplingParams
+    prompt_ids: tuple[int, ...] = ()  # what the repetition penalty counts besides the output
     generator: torch.Generator = field(init=False)
     counts: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        seed = self.params.seed if self.params.seed is not None else random.getrandbits(63)
+        seed = self.params.seed % SEED_RANGE if self.params.seed is not None else random.getrandbits(63)
         self.generator = torch.Generator().manual_seed(seed)
 
     def pick(self, logits: torch.Tensor, argmax: int) -> tuple[int, TokenLogprob | None]:
@@ -66,11 +79,37 @@ class RowSampler:
             token = argmax
         else:
             scores = logits.float().cpu()  # (V,)
-            if p.penalized and self.counts:
-                scores = apply_penalties(scores, self.counts, p.presence_penalty, p.frequency_penalty)
-            token = int(scores.argmax()) if p.greedy else sample(scores, p.temperature, p.top_p, self.generator)
+            if p.penalized:
+                scores = self.adjust(scores)
+            token = int(scores.argmax()) if p.greedy else sample(scores, p.temperature, p.top_p, self.generator,
+                                                                 top_k=p.top_k, min_p=p.min_p)
         self.counts[token] = self.counts.get(token, 0) + 1
         return token, (token_logprob(logits, token, p.logprobs) if p.logprobs is not None else None)
+
+
+    def adjust(self, scores: torch.Tensor) -> torch.Tensor:
+        """Logit bias, then the repetition penalty (prompt and output), then OpenAI's penalties (output)."""
+        p = self.params
+        if p.logit_bias:
+            scores = scores.clone()
+            ids = torch.tensor([i for i, _ in p.logit_bias], dtype=torch.long)
+            scores[ids] += torch.tensor([b for _, b in p.logit_bias], dtype=scores.dtype)
+        if p.repetition_penalty != 1.0:
+            seen = set(self.prompt_ids) | set(self.counts)
+            if seen:
+                scores = apply_repetition_penalty(scores, seen, p.repetition_penalty)
+        if self.counts and (p.presence_penalty or p.frequency_penalty):
+            scores = apply_penalties(scores, self.counts, p.presence_penalty, p.frequency_penalty)
+        return scores
+
+
+def apply_repetition_penalty(scores: torch.Tensor, seen: set[int], penalty: float) -> torch.Tensor:
+    """CTRL's penalty as transformers and vLLM apply it: positive logits divided, negative ones multiplied."""
+    ids = torch.tensor(sorted(seen), dtype=torch.long)
+    out = scores.clone()
+    picked = out[ids]
+    out[ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return out
 
 
 def apply_penalties(scores: torch.Tensor, counts: dict[int, int], presence: float,
@@ -83,15 +122,27 @@ def apply_penalties(scores: torch.Tensor, counts: dict[int, int], presence: floa
     return out
 
 
-def sample(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    probs = torch.softmax(scores / temperature, dim=-1)  # (V,)
+def sample(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator,
+           top_k: int = 0, min_p: float = 0.0) -> int:
+    """One token from `scores` (V,). Whatever the parameters, the most likely token stays a candidate."""
+    if temperature < MIN_TEMPERATURE:
+        return int(scores.argmax())
+    if not bool(torch.isfinite(scores.max())):
+        raise ValueError("the logits hold no finite maximum (NaN or inf): nothing to sample from")
+    # Subtract the maximum before dividing: the largest scaled logit is 0, so exp never overflows.
+    probs = torch.softmax((scores.double() - scores.max()) / temperature, dim=-1)  # (V,) float64
+    sorted_probs, order = probs.sort(descending=True)
+    drop = torch.zeros_like(sorted_probs, dtype=torch.bool)
+    if 0 < top_k < len(sorted_probs):
+        drop[top_k:] = True
+    if min_p > 0.0:
+        drop |= sorted_probs < min_p * sorted_probs[0]
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p; the most likely token always stays.
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        # The smallest prefix whose mass reaches top_p (compared in float64: top_p=1e-300 is not 0 there).
+        drop |= sorted_probs.cumsum(-1) - sorted_probs >= top_p
+    drop[0] = False  # the most likely token always stays
+    sorted_probs[drop] = 0.0
+    return int(order[torch.multinomial(sorted_probs, 1, generator=generator)])
 
 
 def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
@@ -99,6 +150,6 @@ def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
     logp = torch.log_softmax(logits.float().cpu(), dim=-1)  # (V,)
     alternatives: tuple[tuple[int, float], ...] = ()
     if top > 0:
-        values, ids = logp.topk(top)
+        values, ids = logp.topk(min(top, len(logp)))  # a tiny vocabulary has fewer alternatives than asked
         alternatives = tuple(zip(ids.tolist(), values.tolist()))
     return TokenLogprob(token, float(logp[token]), alternatives)

@@ -1,35 +1,74 @@
 """Request and response bodies: the OpenAI API as the official `openai` client uses it, plus the seed's /chat.
 
-Requests ignore unknown fields (clients send many harmless ones) but refuse the known ones this server does
-not implement, naming the field, rather than silently doing something else than asked.
+Requests refuse every field this server does not implement, naming it, rather than silently doing something
+else than asked (OpenAI answers 400 for an unknown field too). Types are strict: `"temperature": false` or
+`"stream": "yes"` is a 400, never coerced. Strings holding a lone UTF-16 surrogate (`"\\ud800"`, which no
+tokenizer can encode) are a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-# Fields of the OpenAI API that change the result and are not implemented here: refused, never ignored.
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "response_format", "logit_bias", "suffix",
-               "audio", "modalities", "prediction", "web_search_options")
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit integer, as vLLM takes it
+MAX_TEXT = 32_000
+BIAS_KEY = r"^[0-9]{1,9}$"
+BIAS_SCHEMA = {"type": "object", "propertyNames": {"pattern": BIAS_KEY},
+               "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}}
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def surrogate_path(value: Any, path: str = "") -> str | None:
+    """Where `value` (parsed JSON) holds a string with a lone surrogate, as a dotted field path; None if nowhere."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found = surrogate_path(v, f"{path}.{k}" if path else str(k)) or (
+                surrogate_path(k, path or "body") if isinstance(k, str) else None)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = surrogate_path(v, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
 
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 20.0 is the integer 20 (JSON Schema agrees); 20.5, "20" and true are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class _Strict(BaseModel):
+    """Strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        # A field validator rather than an annotated type: that keeps each field's bounds in the JSON schema.
+        return _integral(value)
+
+
+class _Request(_Strict):
     @model_validator(mode="before")
     @classmethod
-    def _refuse_unsupported(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in UNSUPPORTED:
-                if data.get(key) not in (None, [], {}):
-                    raise ValueError(f"'{key}' is not supported by this server")
+    def _encodable(cls, data: Any) -> Any:
+        where = surrogate_path(data)
+        if where:
+            raise ValueError(f"{where}: the text holds a lone UTF-16 surrogate, which is not valid Unicode text")
         return data
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
@@ -37,16 +76,26 @@ class SamplingFields(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
     n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(None, description="Up to 4 stop strings.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Below 1e-5 (0 included): greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus mass; the most likely token always stays.")
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX, description="A 64-bit integer; beyond: 400.")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    logit_bias: Annotated[dict[Annotated[str, Field(pattern=BIAS_KEY)], Annotated[float, Field(ge=-100, le=100)]],
+                          WithJsonSchema(BIAS_SCHEMA)] | None = Field(
+        None, description="Token id (as a string) -> bias in [-100, 100] added to its logit.")
     ignore_eos: bool = Field(False, description="vLLM extension: generate exactly max_tokens (benchmarks).")
+    top_k: int = Field(0, ge=-1, le=1_000_000, description="vLLM extension: keep the k most likely; 0 or -1: off.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0,
+                         description="vLLM extension: drop tokens below min_p x the top token's probability.")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0,
+                                      description="vLLM extension: > 1 discourages prompt and output tokens.")
     user: str | None = None
+    metadata: dict[str, str] | None = None  # OpenAI's bookkeeping fields: accepted, no effect on the result
+    store: bool | None = None
 
     @field_validator("stop")
     @classmethod
@@ -61,15 +110,16 @@ class SamplingFields(_Request):
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
 
-class ContentPart(BaseModel):
-    type: str
+class ContentPart(_Strict):
+    type: Literal["text"]  # images, audio and files are refused (a text model)
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_call_id: str | None = None  # sent back with tool results by clients; harmless as plain text
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -81,6 +131,10 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra={  # top_logprobs needs logprobs: true
+        "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
+        "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}})
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
@@ -103,20 +157,21 @@ class ChatCompletionRequest(SamplingFields):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+_Text = Annotated[str, Field(min_length=1)]
+_Ids = Annotated[list[Annotated[int, Field(ge=0), BeforeValidator(_integral)]], Field(min_length=1)]
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: _Text | Annotated[list[_Text], Field(min_length=1)] | _Ids | Annotated[list[_Ids], Field(min_length=1)] = Field(
+        description="Text, texts, token ids or lists of token ids; never empty.")
     logprobs: int | None = Field(None, ge=0, le=5)
-    echo: bool = False
-    best_of: int | None = None
+    echo: bool = Field(False, json_schema_extra={"const": False}, description="Not supported: only false.")
+    best_of: int | None = Field(None, ge=1, le=1, description="Only 1: sample n choices instead.")
 
     @model_validator(mode="after")
     def _checks(self) -> CompletionRequest:
         if self.echo:
             raise ValueError("'echo' is not supported by this server")
-        if self.best_of not in (None, self.n):
-            raise ValueError("'best_of' other than n is not supported by this server")
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be empty")
         return self
 
     @property
@@ -247,34 +302,32 @@ class ErrorBody(BaseModel):
 class SeedFields(_Request):
     """The seed's fields. `max_length` (or its OpenAI name `max_tokens`) counts generated tokens only."""
 
-    max_tokens: int = Field(128, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="Default 128.")
+    max_length: int | None = Field(None, ge=1, description="The seed's name of max_tokens.")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     model: str | None = None
 
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["max_tokens", "max_length"]}})
+
     @model_validator(mode="before")
     @classmethod
     def _max_length(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "max_length" in data:
-            if "max_tokens" in data:
-                raise ValueError("give max_length or max_tokens, not both")
-            data = {**data, "max_tokens": data["max_length"]}
+        if isinstance(data, dict) and "max_length" in data and "max_tokens" in data:
+            raise ValueError("give max_length or max_tokens, not both")
         return data
+
+    @property
+    def token_limit(self) -> int:
+        return self.max_tokens or self.max_length or 128
 
 
 class ChatRequest(SeedFields):
-    message: str = Field(min_length=1, max_length=32_000)
+    message: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class BatchChatRequest(SeedFields):
-    messages: list[str] = Field(min_length=1)
-
-    @field_validator("messages")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if any(not m for m in v) or any(len(m) > 32_000 for m in v):
-            raise ValueError("each message must hold 1 to 32000 characters")
-        return v
+    messages: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1)
 
 
 class ChatResponse(BaseModel):

@@ -1,12 +1,17 @@
 """`serve(settings)`: run the app under uvicorn, with JSON logs and a graceful SIGTERM.
 
 On SIGTERM (or Ctrl-C) uvicorn stops accepting connections and lets in-flight requests finish for
-`shutdown_grace_s`; meanwhile /ready answers 503 so a load balancer stops sending work here. Then the engines
-abort whatever is left and the process exits.
+`shutdown_grace_s`; meanwhile /ready answers 503 so a load balancer stops sending work here. When the grace
+period is over, the engines abort whatever is left, so those requests answer 503 with Retry-After themselves
+(a stream ends with an error event) before uvicorn's own, slightly later, deadline would cancel them.
+
+Every model is loaded (and warmed) before the port is bound: a missing directory or a corrupt file is a
+one-line error before any uvicorn log, and /health never answers for a server that cannot serve.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -16,6 +21,9 @@ from typing import Any
 
 from llmforge.errors import LlmforgeError
 from llmforge.serve.settings import ServeSettings
+
+log = logging.getLogger("llmforge.serve")
+ABORT_MARGIN_S = 3  # uvicorn cancels the requests this long after the engines have aborted them
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,49 +51,31 @@ def log_config(level: str) -> dict[str, Any]:
             "handlers": {"json": handler}, "loggers": loggers}
 
 
-def check_models(settings: ServeSettings) -> None:
-    """Fail before binding the port when a model reference cannot even be resolved (a typo, a missing dir)."""
-    from llmforge.models.loader import resolve_model
-    from llmforge.serve.backends import detect_backend
-
-    for name, ref in settings.models.items():
-        backend = detect_backend(ref) if settings.backend == "auto" else settings.backend
-        if backend != "transformers":  # exports (ONNX, GGUF) are checked by their own loaders
-            continue
-        try:
-            resolve_model(ref)
-        except LlmforgeError as exc:
-            raise LlmforgeError(f"model '{name}': {exc}") from exc
-
-
 def serve(settings: ServeSettings) -> None:
-    """Serve until SIGTERM/SIGINT. Raises LlmforgeError when a model cannot be loaded."""
+    """Serve until SIGTERM/SIGINT. Raises LlmforgeError, before binding the port, when a model cannot be loaded."""
+    import logging.config
+
     import uvicorn
 
     from llmforge.serve.app import create_app
 
-    check_models(settings)
-    failures: list[str] = []
-    server: Any = None
-
-    def on_load_error(errors: list[str]) -> None:
-        failures.extend(errors)
-        if server is not None:
-            server.should_exit = True  # a server that cannot serve what it was asked to should not linger
-
-    app = create_app(settings, on_load_error=on_load_error)
+    logging.config.dictConfig(log_config(settings.log_level))
+    app = create_app(settings)
+    errors = app.state.pool.load_all(log_errors=False)  # before the port is bound; the lifespan finds them ready
+    if errors:
+        app.state.pool.close()
+        raise LlmforgeError("could not load " + "; ".join(errors))
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=log_config(settings.log_level),
-        access_log=False, timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s), lifespan="on",
+        access_log=False, timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + ABORT_MARGIN_S,
+        lifespan="on",
     )
-    server = _draining_server(config, app)
-    server.run()
-    if failures:
-        raise LlmforgeError("could not load: " + "; ".join(failures))
+    _draining_server(config, app, settings.shutdown_grace_s).run()
 
 
-def _draining_server(config: Any, app: Any) -> Any:
-    """A uvicorn.Server that marks the app as draining the moment a shutdown signal arrives."""
+def _draining_server(config: Any, app: Any, grace_s: float) -> Any:
+    """A uvicorn.Server that marks the app as draining the moment a shutdown signal arrives, and aborts the
+    requests still generating once `grace_s` is over (they answer 503 themselves)."""
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
@@ -93,7 +83,24 @@ def _draining_server(config: Any, app: Any) -> Any:
             app.state.draining = True  # /ready and new generation requests answer 503 from now on
             super().handle_exit(sig, frame)
 
+        async def shutdown(self, sockets: Any = None) -> None:
+            app.state.draining = True
+            timer = asyncio.get_running_loop().call_later(grace_s, _abort_in_flight, app, grace_s)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                timer.cancel()
+
     return DrainingServer(config)
+
+
+def _abort_in_flight(app: Any, grace_s: float) -> None:
+    pool = app.state.pool
+    left = sum(e.num_running + e.num_waiting for _, e in pool.engines())
+    if left:
+        log.warning("shutdown grace period of %g s is over: aborting %d request(s) still generating; "
+                    "they are answered 503 with Retry-After", grace_s, left)
+    pool.abort()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,7 @@
 """`llmforge train --dry-run`: parameters, a memory estimate and a measured time estimate, before training.
 
-Memory (bytes): weights as loaded; gradients and AdamW state (two fp32 moments) for trainable weights only;
-activations per layer from Korthikanti et al. 2022, s*b*h*(34 + 5*a*s/h) at 2 bytes/value (doubled for fp32),
-or s*b*h*2 per layer with gradient checkpointing (layer inputs only). Time: the median of a few real
-forward+backward passes on training batches, times the steps per epoch.
+Memory (bytes): `llmforge.models.footprint`'s formulas (shared with `llmforge models`) over the loaded model.
+Time: the median of a few real forward+backward passes on training batches, times the steps per epoch.
 """
 
 from __future__ import annotations
@@ -17,14 +15,8 @@ import torch
 
 from llmforge.config import TrainConfig
 from llmforge.eval.runner import load_split
+from llmforge.models.footprint import activation_bytes, training_memory
 from llmforge.train.methods import apply_method, load_base
-
-
-def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, checkpointing: bool) -> int:
-    s, b, h = tokens_per_seq, batch, config.hidden_size
-    a, layers = config.num_attention_heads, config.num_hidden_layers
-    per_layer = s * b * h * 2 if checkpointing else s * b * h * (34 + 5 * a * s / h)
-    return int(per_layer * layers * (2 if fp32 else 1))
 
 
 def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
@@ -41,12 +33,12 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
     lengths = sorted(len(x) for x in train_set["input_ids"])
     p95 = lengths[int(0.95 * (len(lengths) - 1))]
     fp32 = next(model.parameters()).dtype == torch.float32
-    memory = {
-        "weights": sum(p.numel() * p.element_size() for p in params),
-        "gradients": sum(p.numel() * p.element_size() for p in trainable),
-        "optimizer": sum(p.numel() * 8 for p in trainable),
-        "activations": activation_bytes(model.config, p95, opts.batch_size, fp32, opts.gradient_checkpointing),
-    }
+    memory = training_memory(
+        weight_bytes=sum(p.numel() * p.element_size() for p in params),
+        trainable=sum(p.numel() for p in trainable),
+        trainable_bytes=sum(p.numel() * p.element_size() for p in trainable),
+        activations=activation_bytes(model.config, p95, opts.batch_size, fp32, opts.gradient_checkpointing),
+    )
     collate = make_collator(tokenizer, batching_mode(opts, cfg.model.attn_implementation))
     times = []
     rows = train_set.remove_columns(["attention_mask"])
@@ -65,7 +57,7 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
         "trainable_parameters": sum(p.numel() for p in trainable),
         "train_samples": len(train_set),
         "p95_sample_tokens": p95,
-        "memory_bytes": {**memory, "total": sum(memory.values())},
+        "memory_bytes": memory,
         "steps_per_epoch": steps_per_epoch,
         "seconds_per_step": step_seconds,
         "seconds_per_epoch": step_seconds * steps_per_epoch,

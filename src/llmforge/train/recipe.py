@@ -172,7 +172,7 @@ def train(
     model = apply_method(model, cfg.train)
     fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
     with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, parents=[cfg.data],
-                dataset_fingerprint=fingerprint, keep_partial=resume or launched) as run:
+                dataset_fingerprint=fingerprint, keep_partial=resume or launched, resumable="checkpoints") as run:
         start_from = _resume_point(run, resume)
         guard = Guard()
         mode = batching_mode(cfg.train, cfg.model.attn_implementation)

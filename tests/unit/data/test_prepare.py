@@ -146,3 +146,76 @@ def test_empty_split_loads_as_empty_dataset(tiny_model_dir: Path, qa_file: Path,
     prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", split=SplitConfig(validation=0, test=0.2)))
     empty = load_split(tmp_path / "o", "validation")
     assert len(empty) == 0 and set(empty.column_names) == {"input_ids", "labels", "attention_mask"}
+
+
+def _write_csv(path: Path, records: list[dict]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["input", "output"])
+        writer.writeheader()
+        writer.writerows({"input": r["input"], "output": r["output"]} for r in records)
+    return path
+
+
+def test_files_per_split_are_used_as_given(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = qa_records(160)
+    train = write_jsonl(tmp_path / "train.jsonl", records[:100])
+    validation = write_jsonl(tmp_path / "val.jsonl", records[100:130])
+    test = _write_csv(tmp_path / "test.csv", records[130:])
+    out = tmp_path / "o"
+    report = prepare(cfg(tiny_model_dir, [train], out, test_path=[str(test)], validation_path=[str(validation)],
+                         split=SplitConfig(validation=0.2, test=0.2))).report
+    assert report["samples"] == {"train": 100, "validation": 30, "test": 30}  # no fraction taken from train
+    sources = report["split_sources"]
+    assert "test.csv" in sources["test"] and "data.split.test not applied" in sources["test"]
+    assert "data.split.validation not applied" in sources["validation"]
+    assert json.loads((out / "lint.json").read_text())["split_sources"] == sources
+    expected = prepare(cfg(tiny_model_dir, [write_jsonl(tmp_path / "t.jsonl", records[130:])], tmp_path / "e",
+                           split=SplitConfig(validation=0, test=0)))
+    assert load(out, "test")["input_ids"] == load(expected.output_dir, "train")["input_ids"]  # same rows, same order
+
+
+def test_a_split_without_its_own_file_keeps_its_fraction(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = qa_records(140)
+    train = write_jsonl(tmp_path / "train.jsonl", records[:120])
+    test = _write_csv(tmp_path / "test.csv", records[120:])
+    report = prepare(cfg(tiny_model_dir, [train], tmp_path / "o", test_path=[str(test)],
+                         split=SplitConfig(validation=0.25, test=0.5))).report
+    assert report["samples"]["test"] == 20 and report["samples"]["validation"] == 30  # 25% of the 120
+    assert "data.split.validation=0.25" in report["split_sources"]["validation"]
+
+
+def test_held_out_copy_of_a_duplicate_is_kept(tiny_model_dir: Path, tmp_path: Path) -> None:
+    records = qa_records(60)
+    train = write_jsonl(tmp_path / "train.jsonl", records[:50])
+    test = write_jsonl(tmp_path / "test.jsonl", records[40:])  # 10 of them also in train
+    report = prepare(cfg(tiny_model_dir, [train], tmp_path / "o", test_path=[str(test)],
+                         split=SplitConfig(validation=0, test=0))).report
+    assert report["samples"] == {"train": 40, "validation": 0, "test": 20}
+    assert report["dropped"]["duplicate"] == 10
+
+
+def test_split_file_errors_name_the_key_and_file(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(LlmforgeError, match=r"data\.test_path: .*missing\.csv"):
+        prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", test_path=["missing.csv"]))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("input,output\n", encoding="utf-8")
+    with pytest.raises(LlmforgeError, match=r"empty\.csv.*data\.validation_path"):
+        prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", validation_path=[str(empty)]))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("input,output\nok,fine\nno answer,\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{bad}:3: field 'output'"):  # line 3 of the file: the header is 1
+        prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", test_path=[str(bad)]))
+
+
+def test_split_files_config_shape_and_flags() -> None:
+    from llmforge.config import load_config
+    from llmforge.errors import ConfigError
+
+    data = DataConfig(path="train.jsonl", validation_path="val.csv", test_path=["a.jsonl", "b.jsonl"])
+    assert data.split_files() == {"validation": ["val.csv"], "test": ["a.jsonl", "b.jsonl"]}
+    flags = load_config(None, None, {"data.path": ["t.jsonl"], "data.test_path": ["x.csv"]})
+    assert flags.data.test_path == ["x.csv"] and flags.data.validation_path == []
+    with pytest.raises(ConfigError, match="data.split.column"):
+        load_config(None, ["data.split.column=split", "data.test_path=x.csv"])

@@ -77,10 +77,24 @@ def test_json_array_and_object_with_one_list(tmp_path: Path) -> None:
     wrapped.write_text(json.dumps({"data": ROWS}), encoding="utf-8")
     single.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}), encoding="utf-8")
     items = list(iter_records([str(array)]))
-    assert [(r.line, r.data) for r in _records(items)] == [(1, ROWS[0]), (2, ROWS[1])]
-    assert _problems(items)[0].line == 3
+    assert [r.data for r in _records(items)] == ROWS
+    assert "got a number" in _problems(items)[0].message
     assert [r.data for r in _records(list(iter_records([str(wrapped)])))] == ROWS
     assert [r.data for r in _records(list(iter_records([str(single)])))] == [json.loads(single.read_text())]
+
+
+def test_json_records_carry_the_file_line_they_start_on(tmp_path: Path) -> None:
+    # `file:line` must be where an editor jumps, not the record's index (issue #13.10).
+    array, wrapped, single = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    array.write_text('[\n  {"input": "hi",\n   "output": "hello"},\n\n  {"input": "x",\n"output": "y"}, 3\n]\n')
+    wrapped.write_text(json.dumps({"data": ROWS}, indent=2), encoding="utf-8")
+    single.write_text('\n\n{"messages": []}\n')
+    items = list(iter_records([str(array)]))
+    assert [r.line for r in _records(items)] == [2, 5]
+    (number,) = _problems(items)
+    assert number.line == 6 and str(number).startswith(f"{array}:6:")
+    assert [r.line for r in _records(list(iter_records([str(wrapped)])))] == [3, 7]  # lines of each "{"
+    assert [r.line for r in _records(list(iter_records([str(single)])))] == [3]
 
 
 def test_json_malformed_file_names_line(tmp_path: Path) -> None:
@@ -96,17 +110,26 @@ def test_json_file_holding_jsonl_is_read_per_line(tmp_path: Path) -> None:
     assert [(r.line, r.data) for r in _records(list(iter_records([str(path)])))] == [(1, ROWS[0]), (2, ROWS[1])]
 
 
-def test_csv_rows_numbered_from_first_data_row(tmp_path: Path) -> None:
+def test_csv_rows_carry_their_file_line(tmp_path: Path) -> None:
+    # The header is line 1 and a quoted value may span lines: the line is the file's, as an editor counts.
     path = tmp_path / "a.csv"
-    path.write_bytes(b'input,output\nhi,hello\n"multi\nline",x\nonly-one-value\ncaf\xe9,y\n')
+    path.write_bytes(b'input,output\nhi,hello\n"multi\nline",x\nonly-one-value\n\ncaf\xe9,y\n')
     items = list(iter_records([str(path)]))
     assert [(r.line, r.data) for r in _records(items)] == [
-        (1, {"input": "hi", "output": "hello"}),
-        (2, {"input": "multi\nline", "output": "x"}),
+        (2, {"input": "hi", "output": "hello"}),
+        (3, {"input": "multi\nline", "output": "x"}),
     ]
     short, latin = _problems(items)
-    assert short.line == 3 and "1 values but the header has 2" in short.message
-    assert (latin.line, latin.field) == (4, "input") and "not valid UTF-8 at byte 3" in latin.message
+    assert short.line == 5 and "1 values but the header has 2" in short.message
+    assert (latin.line, latin.field) == (7, "input") and "not valid UTF-8 at byte 3" in latin.message
+
+
+def test_csv_ragged_row_reported_at_its_file_line(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    lines = ["input,output"] + [f"q{i},a{i}" for i in range(2, 12)] + ["ragged,row,here"]  # the ragged row: line 12
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    (problem,) = _problems(list(iter_records([str(path)])))
+    assert str(problem).startswith(f"{path}:12: row has 3 values")
 
 
 def test_parquet_read_in_batches(tmp_path: Path) -> None:

@@ -200,8 +200,12 @@ def test_parity_helpers_report_divergence() -> None:
     short = greedy_parity(ref, lambda ids, n: [1, 2], [[0]], 4)  # stopped early (eos) where the reference did not
     assert short["first_divergence"] == {"prompt": 0, "position": 2, "reference": 3, "candidate": None}
     logits = np.array([[0.0, 1.0], [2.0, 0.0]])
-    lp = logits_parity(lambda ids: logits, lambda ids: logits + [[0.0, 0.0], [0.0, 3.0]], [[5, 6]])
-    assert lp == {"max_abs_logits_diff": 3.0, "mean_abs_logits_diff": 0.75, "top1_agreement": 0.5}
+    lp = logits_parity(lambda ids: logits, lambda ids: logits + [[-1.0, 0.0], [0.0, 3.0]], [[1, 0]])
+    assert {k: lp[k] for k in ("max_abs_logits_diff", "mean_abs_logits_diff", "top1_agreement")} == \
+        {"max_abs_logits_diff": 3.0, "mean_abs_logits_diff": 1.0, "top1_agreement": 0.5}
+    # token 0 after token 1: p = 1 / (1 + e) under the reference, 1 / (1 + e^2) under the candidate
+    assert lp["reference_perplexity"] == pytest.approx(1 + np.e)
+    assert lp["perplexity_change"] == pytest.approx((1 + np.e ** 2) / (1 + np.e) - 1)
     tp = tokenization_parity(lambda s: [len(s)], lambda s: [len(s.strip())], ["a", " b"])
     assert tp["identical"] == 1 and tp["mismatches"] == [{"text": " b", "reference": [2], "candidate": [1]}]
     assert "<|im_start|>user\nhi<|im_end|>" in PARITY_TEXTS and any("🙂" in t for t in PARITY_TEXTS)

@@ -86,7 +86,8 @@ def test_requests_validate_like_openai() -> None:
          "max_completion_tokens": 5, "stop": "x", "store": True, "metadata": {"a": "b"}})
     assert ok.token_limit == 5 and ok.stop == ["x"] and ok.messages[0].text() == "hi"
     for bad in ({"messages": []}, {"temperature": 3}, {"stop": ["a", "b", "c", "d", "e"]}, {"n": 0},
-                {"top_logprobs": 2}, {"tools": [{"type": "function"}]}, {"logit_bias": {"1": 2}},
+                {"top_logprobs": 2}, {"tools": [{"type": "function"}]}, {"logit_bias": {"x": 2}},
+                {"logit_bias": {"1": 101}}, {"guided_json": {}}, {"top_k": -2}, {"min_p": 1.5},
                 {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}):
         with pytest.raises(ValidationError):
             ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}],
@@ -97,8 +98,9 @@ def test_requests_validate_like_openai() -> None:
 
 
 def test_seed_fields_accept_max_length_or_max_tokens() -> None:
-    assert ChatRequest.model_validate({"message": "hi", "max_length": 7}).max_tokens == 7
-    assert ChatRequest.model_validate({"message": "hi", "max_tokens": 9}).max_tokens == 9
+    assert ChatRequest.model_validate({"message": "hi", "max_length": 7}).token_limit == 7
+    assert ChatRequest.model_validate({"message": "hi", "max_tokens": 9}).token_limit == 9
+    assert ChatRequest.model_validate({"message": "hi"}).token_limit == 128
     with pytest.raises(ValidationError):
         ChatRequest.model_validate({"message": "hi", "max_length": 7, "max_tokens": 9})
     with pytest.raises(ValidationError):

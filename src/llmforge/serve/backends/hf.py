@@ -111,6 +111,19 @@ def _check_layers(cache: Any) -> None:
         )
 
 
+def _unreadable_weights(model_dir: Path) -> Path | None:
+    """The first *.safetensors file in `model_dir` whose header cannot be read, if any."""
+    from safetensors import safe_open
+
+    for file in sorted(model_dir.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception:
+            return file
+    return None
+
+
 def load(ref: str, opts: LoadOptions) -> TransformersBackend:
     from llmforge.artifacts import is_run_dir, read_manifest
     from llmforge.models.loader import default_device, load_model, resolve_model
@@ -118,8 +131,16 @@ def load(ref: str, opts: LoadOptions) -> TransformersBackend:
     device = default_device() if opts.device == "auto" else torch.device(opts.device)
     cfg = ModelConfig(name_or_path=ref, dtype=opts.dtype,  # type: ignore[arg-type]
                       trust_remote_code=opts.trust_remote_code)
-    model, tokenizer = load_model(cfg, device, merge_adapter=True)
     resolved = resolve_model(ref)
+    try:
+        model, tokenizer = load_model(cfg, device, merge_adapter=True)
+    except LlmforgeError:
+        raise
+    except Exception as exc:  # e.g. safetensors' own error, which names no file
+        broken = _unreadable_weights(Path(resolved.path))
+        if broken is None:
+            raise
+        raise LlmforgeError(f"{broken}: not a readable safetensors file ({exc})") from exc
     info: dict[str, Any] = {"path": resolved.path, "adapter": str(resolved.adapter) if resolved.adapter else None}
     if is_run_dir(Path(ref)):
         info["kind"] = read_manifest(Path(ref)).get("kind")

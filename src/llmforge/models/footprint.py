@@ -1,0 +1,76 @@
+"""Memory of inference, LoRA and full fine-tuning, from a model's config alone (no weights loaded).
+
+One set of formulas for `llmforge train --dry-run` (which counts a loaded model's parameters) and
+`llmforge models` (which counts them on PyTorch's meta device): weights as stored; gradients for trainable weights
+at their dtype; AdamW's two fp32 moments (8 bytes) per trainable weight; activations per layer from Korthikanti
+et al. 2022, s*b*h*(34 + 5*a*s/h) bytes at 2 bytes/value (doubled for fp32), or s*b*h*2 per layer with gradient
+checkpointing (layer inputs only). Inference adds the KV cache: 2 x layers x kv heads x head dim per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LORA_RANK = 16  # llmforge's default (config.LoraOptions.r), on every linear layer but the output head
+BF16_BYTES = 2
+ADAPTER_BYTES = 4  # peft keeps adapter weights in fp32 over a bf16 base (autocast_adapter_dtype)
+
+
+def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, checkpointing: bool) -> int:
+    s, b, h = tokens_per_seq, batch, config.hidden_size
+    a, layers = config.num_attention_heads, config.num_hidden_layers
+    per_layer = s * b * h * 2 if checkpointing else s * b * h * (34 + 5 * a * s / h)
+    return int(per_layer * layers * (2 if fp32 else 1))
+
+
+def training_memory(weight_bytes: int, trainable: int, trainable_bytes: int, activations: int) -> dict[str, int]:
+    """Bytes by part, and their total: weights, gradients, optimizer (AdamW), activations."""
+    parts = {"weights": weight_bytes, "gradients": trainable_bytes, "optimizer": trainable * 8,
+             "activations": activations}
+    return {**parts, "total": sum(parts.values())}
+
+
+def kv_cache_bytes(config: Any, tokens: int, batch: int, bytes_per_value: int = BF16_BYTES) -> int:
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * tokens * batch * bytes_per_value
+
+
+def lora_parameters(model: Any, rank: int = LORA_RANK) -> int:
+    """Weights peft's LoRA adds with target_modules='all-linear': rank x (in + out) per linear layer but the head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    total = 0
+    for module in model.modules():
+        if module is head:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            total += rank * (module.in_features + module.out_features)
+        elif type(module).__name__ == "Conv1D":  # GPT-2's linear layers; weight is (in, out)
+            total += rank * sum(module.weight.shape)
+    return total
+
+
+def config_footprint(config: Any, *, seq_len: int = 512, batch: int = 1) -> dict[str, Any]:
+    """Parameters and memory of a model built from `config` on the meta device (bf16 weights, AdamW)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    params = sum(p.numel() for p in model.parameters())  # tied weights are one Parameter: counted once
+    adapters = lora_parameters(model)
+    activations = activation_bytes(config, seq_len, batch, fp32=False, checkpointing=False)
+    weights = params * BF16_BYTES
+    full = training_memory(weights, params, params * BF16_BYTES, activations)
+    lora = training_memory(weights + adapters * ADAPTER_BYTES, adapters, adapters * ADAPTER_BYTES, activations)
+    return {
+        "parameters": params,
+        "lora_parameters": adapters,
+        "memory_bytes": {"inference": weights + kv_cache_bytes(config, seq_len, batch),
+                         "lora": lora["total"], "full": full["total"]},
+        "assumptions": {"dtype": "bfloat16", "optimizer": "AdamW (fp32 moments)", "lora_rank": LORA_RANK,
+                        "lora_targets": "all-linear", "seq_len": seq_len, "batch": batch,
+                        "gradient_checkpointing": False},
+    }

@@ -1,0 +1,143 @@
+"""What a model reference points at, and which runtime runs it: read from manifests, never from file names.
+
+A reference is what a user types after `--model`: 'demo', a hub id, a model directory, an llmforge run directory
+(prepare, train, compress, merge, export), or a folder/file inside an export run. `resolve_ref` turns it into a
+`ModelRef`: the artifact's kind (transformers, adapter, onnx, gguf, tensorrt), where its weights are, the run
+it came from (with that run's manifest), and where an HF tokenizer for it lives.
+
+An export run's manifest maps each format to its path (`formats`), so `runs/export/onnx-int8` is known to be
+the `onnx-int8` format of that run. An ONNX folder written outside a run describes itself in `onnx_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmforge.artifacts import is_run_dir, read_manifest
+from llmforge.errors import LlmforgeError
+
+Kind = Literal["transformers", "adapter", "onnx", "gguf", "tensorrt"]
+RUNTIMES: dict[str, str] = {"transformers": "pytorch", "adapter": "pytorch", "onnx": "onnxruntime",
+                            "gguf": "llamacpp", "tensorrt": "tensorrt"}
+ONNX_CONFIG = "onnx_config.json"
+ONNX_FORMAT = "llmforge-onnx-causal-lm"  # the `format` an llmforge ONNX export writes into its onnx_config.json
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model reference. `path` is the weights: a model dir or hub id (transformers), the base model
+    (adapter, with `adapter`), an ONNX export dir, a .gguf file, or a TensorRT engine dir."""
+
+    ref: str
+    kind: Kind
+    path: str
+    adapter: Path | None = None
+    format: str | None = None  # the export format ('onnx-int8', 'gguf-q8_0'); None for PyTorch models
+    run_dir: Path | None = None  # the llmforge run directory the artifact belongs to
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    tokenizer: str | None = None  # a directory (or hub id) holding the HF tokenizer for the artifact
+
+    @property
+    def runtime(self) -> str:
+        return RUNTIMES[self.kind]
+
+
+def format_kind(fmt: str) -> Kind:
+    """The artifact kind of an export format named in a manifest."""
+    for prefix, kind in (("onnx", "onnx"), ("gguf-", "gguf"), ("tensorrt-", "tensorrt")):
+        if fmt.startswith(prefix):
+            return kind  # type: ignore[return-value]
+    raise LlmforgeError(f"unknown export format '{fmt}' in a manifest; known: onnx*, gguf-*, tensorrt-*")
+
+
+def export_formats(run_dir: Path) -> dict[str, Path]:
+    """{format: artifact path} of an export run, from its manifest (empty for any other run)."""
+    manifest = read_manifest(run_dir)
+    if manifest.get("kind") != "export":
+        return {}
+    return {fmt: Path(run_dir) / rel for fmt, rel in (manifest.get("formats") or {}).items()}
+
+
+def _export_ref(ref: str, run_dir: Path, fmt: str, path: Path) -> ModelRef:
+    manifest = read_manifest(run_dir)
+    kind = format_kind(fmt)
+    tokenizer = str(path) if kind == "onnx" else manifest.get("source_model")
+    return ModelRef(ref, kind, str(path), format=fmt, run_dir=run_dir, manifest=manifest, tokenizer=tokenizer)
+
+
+def _choose_format(ref: str, run_dir: Path, formats: dict[str, Path]) -> ModelRef:
+    if len(formats) == 1:
+        fmt, path = next(iter(formats.items()))
+        return _export_ref(ref, run_dir, fmt, path)
+    choices = ", ".join(f"{run_dir / p.relative_to(run_dir).parts[0]} ({fmt})" for fmt, p in formats.items())
+    raise LlmforgeError(f"{ref} is an export run holding {len(formats)} formats; name one: {choices}")
+
+
+def _inside_export(ref: str, path: Path) -> ModelRef | None:
+    """`path` is one format's folder or file inside an export run (the run's manifest says which)."""
+    target = path.resolve()
+    for run_dir in list(target.parents)[:2]:
+        if not is_run_dir(run_dir):
+            continue
+        for fmt, artifact in export_formats(run_dir).items():
+            rel = artifact.resolve().relative_to(run_dir.resolve())
+            if target == artifact.resolve() or target == run_dir.resolve() / rel.parts[0]:
+                return _export_ref(ref, run_dir, fmt, artifact)
+    return None
+
+
+def _bare_onnx(ref: str, path: Path) -> ModelRef | None:
+    """An ONNX folder written outside an export run (e.g. by `llmforge.export.onnx.export_onnx`)."""
+    file = path / ONNX_CONFIG
+    config = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    if config.get("format") != ONNX_FORMAT:
+        return None
+    fmt = "onnx-int8" if config.get("quantization") else "onnx"
+    return ModelRef(ref, "onnx", str(path), format=fmt, tokenizer=str(path))
+
+
+def find_export(name_or_path: str | Path) -> ModelRef | None:
+    """The export artifact `name_or_path` names, or None when it is not one (a PyTorch model, a hub id)."""
+    ref = str(name_or_path)
+    path = Path(ref).expanduser()
+    if not path.exists():
+        return None
+    if is_run_dir(path):
+        formats = export_formats(path)
+        return _choose_format(ref, path, formats) if formats else None
+    found = _inside_export(ref, path) or (_bare_onnx(ref, path) if path.is_dir() else None)
+    if found is None and path.is_file() and path.open("rb").read(4) == b"GGUF":  # the format's magic number
+        raise LlmforgeError(f"{ref} is a GGUF file outside an llmforge export run, so the tokenizer it needs is "
+                            "unknown; pass the export run's folder (its manifest names the source model)")
+    return found
+
+
+def resolve_ref(name_or_path: str | Path) -> ModelRef:
+    """Resolve any model reference llmforge accepts (see the module docstring)."""
+    from llmforge.models.loader import resolve_model  # the PyTorch kinds: model dirs, run dirs, adapters, hub ids
+
+    exported = find_export(name_or_path)
+    if exported is not None:
+        return exported
+    ref = str(name_or_path)
+    resolved = resolve_model(ref)
+    path = Path(ref).expanduser()
+    run_dir = path if is_run_dir(path) else None
+    manifest = read_manifest(path) if run_dir else {}
+    if resolved.adapter is not None:
+        own = (resolved.adapter / "tokenizer_config.json").is_file()  # saved with the adapter by `llmforge train`
+        return ModelRef(ref, "adapter", resolved.path, adapter=resolved.adapter, run_dir=run_dir, manifest=manifest,
+                        tokenizer=str(resolved.adapter) if own else resolved.path)
+    return ModelRef(ref, "transformers", resolved.path, run_dir=run_dir, manifest=manifest, tokenizer=resolved.path)
+
+
+def expand_export_runs(name: str, ref: str) -> list[tuple[str, str]]:
+    """(name, ref) pairs: an export run holding several formats becomes one pair per format ('name/onnx-int8')."""
+    path = Path(ref).expanduser()
+    formats = export_formats(path) if is_run_dir(path) else {}
+    if len(formats) <= 1:
+        return [(name, ref)]
+    return [(f"{name}/{fmt}", str(artifact)) for fmt, artifact in formats.items()]
