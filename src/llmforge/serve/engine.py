@@ -114,18 +114,9 @@ class Completion:
 class RequestHandle:
     def __init__(self) -> None:
         self.cancelled = False  # set by any thread, read by the worker at every step
-        self.released = False
-        self._on_release: Callable[[], None] | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
-
-    def release(self) -> None:
-        """The consumer is done with this request (its last output is sent): it stops counting as running."""
-        if not self.released:
-            self.released = True
-            if self._on_release is not None:
-                self._on_release()
 
 
 @dataclass(eq=False)
@@ -141,7 +132,6 @@ class _Seq:
     pending: int = -1  # the last sampled token, fed at the next decode step
     admitted: bool = False
     done: bool = False
-    unsent: bool = False  # finished here, but its consumer holds it until its last output is sent
 
 
 class Engine:
@@ -153,7 +143,6 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: deque[_Seq] = deque()
         self._active = 0  # admitted and not finished; guarded by _cond
-        self._unsent = 0  # finished, but held by a consumer still sending the last output; guarded by _cond
         self._running: list[_Seq] = []  # worker thread only; row i of _state
         self._state: Any = None
         self._closed = False
@@ -167,8 +156,9 @@ class Engine:
 
     @property
     def num_running(self) -> int:
-        """Requests decoding, or finished but whose consumer is still sending their last output."""
-        return self._active + self._unsent
+        """Requests admitted and not finished. A request leaves this count before its last output is emitted,
+        so a client that has its final chunk never sees itself counted (a /metrics scrape right after is exact)."""
+        return self._active
 
     @property
     def num_waiting(self) -> int:
@@ -192,22 +182,14 @@ class Engine:
         if prompt_tokens + max_tokens > self.max_model_len:
             raise ContextLengthError(prompt_tokens, max_tokens, self.max_model_len)
 
-    def submit(self, requests: Sequence[GenerationRequest], on_output: Callable[[Output], None],
-               hold: bool = False) -> list[RequestHandle]:
-        """Queue all of `requests` or none of them (QueueFullError, EngineClosedError, ContextLengthError).
-
-        `hold`: each request counts as running until its handle is released, not only until its last output is
-        produced (a server releases once the response is sent, so the gauge never drops before the last chunk).
-        """
+    def submit(self, requests: Sequence[GenerationRequest], on_output: Callable[[Output], None]) -> list[RequestHandle]:
+        """Queue all of `requests` or none of them (QueueFullError, EngineClosedError, ContextLengthError)."""
         for r in requests:
             if not r.prompt_ids:
                 raise LlmforgeError("the prompt is empty: it must hold at least one token")
             self.check_context(len(r.prompt_ids), r.params.max_tokens)
         now = time.monotonic()
         seqs = [self._new_seq(i, r, on_output, now) for i, r in enumerate(requests)]
-        if hold:
-            for seq in seqs:
-                seq.handle._on_release = lambda seq=seq: self._released(seq)  # type: ignore[misc]
         with self._cond:
             if self._closed:
                 raise EngineClosedError("the server is shutting down")
@@ -394,28 +376,19 @@ class Engine:
         if seq.done:
             return
         seq.done = True
+        if seq.admitted:  # before the last output leaves: whoever holds it is no longer counted as running
+            with self._cond:
+                self._active -= 1
+        seq.stats.finished, seq.stats.finish_reason = time.monotonic(), reason
         if emit:
             stats = seq.stats
             self._emit(seq, Output(seq.index, seq.text.flush() if reason != "error" else "", (), (), reason,
                                    stats.prompt_tokens, stats.completion_tokens, error))
-        seq.stats.finished, seq.stats.finish_reason = time.monotonic(), reason
-        if seq.admitted:
-            with self._cond:
-                self._active -= 1
-                if seq.handle._on_release is not None and not seq.handle.released:
-                    seq.unsent = True
-                    self._unsent += 1
         if self.on_finish is not None:
             try:
                 self.on_finish(seq.stats)
             except Exception:
                 log.exception("on_finish callback failed")
-
-    def _released(self, seq: _Seq) -> None:
-        with self._cond:
-            if seq.unsent:
-                seq.unsent = False
-                self._unsent -= 1
 
     def _fail(self, seqs: list[_Seq], error: str) -> None:
         for seq in seqs:
@@ -434,15 +407,15 @@ class AsyncResults:
     """Submit requests and receive their outputs on the running event loop.
 
     Submission happens in the constructor, so admission errors surface before any response starts.
-    Call `cancel()` once the response is over, however it ended: it stops what still runs and releases the
-    requests, which count as running until then.
+    Call `cancel()` once the response is over, however it ended: it stops whatever still runs (a client that
+    went away, a stream cut short).
     """
 
     def __init__(self, engine: Engine, requests: Sequence[GenerationRequest]) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         self._open = len(requests)
-        self.handles = engine.submit(requests, self._deliver, hold=True)
+        self.handles = engine.submit(requests, self._deliver)
 
     def _deliver(self, out: Output) -> None:  # worker thread
         try:
@@ -464,7 +437,6 @@ class AsyncResults:
         return results
 
     def cancel(self) -> None:
-        """Stop generating and release every request: the response is over (sent, or abandoned)."""
+        """Stop generating whatever still runs: the response is over (sent, or abandoned)."""
         for handle in self.handles:
             handle.cancel()
-            handle.release()

@@ -100,7 +100,9 @@ class RowSampler:
                 scores = apply_repetition_penalty(scores, seen, p.repetition_penalty)
         if self.counts and (p.presence_penalty or p.frequency_penalty):
             scores = apply_penalties(scores, self.counts, p.presence_penalty, p.frequency_penalty)
-        return scores
+        # Extreme accepted values (a repetition penalty of 1e-300 divides a positive logit into inf) must still
+        # leave something to sample: overflow saturates at the largest float instead of becoming inf.
+        return torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
 
 
 def apply_repetition_penalty(scores: torch.Tensor, seen: set[int], penalty: float) -> torch.Tensor:

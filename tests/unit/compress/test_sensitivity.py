@@ -111,3 +111,22 @@ def test_an_export_that_fails_its_gate_is_marked_failed_and_fp32_formats_keep_th
     assert good["passed"] is True and good["gate_failures"] == []
     exact = _check("onnx", {**measured, "top1_agreement": 1.0, "perplexity_change": 0.0}, QualityGate())
     assert exact["passed"] is False and "gate_passed" not in exact  # fp32 is held to its tolerance instead
+
+
+def test_compress_records_the_sensitivity_table_the_chosen_layers_and_the_gate(tiny_model_dir: Path, prepared: Path,
+                                                                               tmp_path: Path) -> None:
+    from llmforge.compress.runner import compress
+    from llmforge.config import CompressConfig, CompressOptions
+
+    opts = CompressOptions(quantize={"scheme": "int8-dynamic", "weight_only": "auto", "sensitivity": True,
+                                     "sensitivity_samples": 2}, calibration_samples=4, quality_samples=4,
+                           generate_samples=0)
+    result = compress(CompressConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), data=prepared,
+                                     compress=opts, output_dir=tmp_path / "run"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    table = metrics["sensitivity"]
+    assert [r["layer"] for r in table] == [r["layer"] for r in result.metrics["sensitivity"]]
+    assert len(table) == len(quantizable_layers(load_model(ModelConfig(name_or_path=str(tiny_model_dir)))[0]))
+    assert metrics["weight_only_layers"] and set(metrics["weight_only_layers"]) <= {r["layer"] for r in table}
+    assert table[0]["layer"] in metrics["weight_only_layers"]  # the most sensitive layer is kept first
+    assert metrics["passed"] == metrics["gate_passed"] == (not metrics["gate_failures"])

@@ -162,7 +162,7 @@ def test_merge_command_output_equals_adapter(tiny_model_dir: Path, prepared: Pat
 def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir: Path, prepared: Path, tmp_path: Path) -> None:
     # a learning rate far too high makes eval loss rise after the first evaluations: patience 1 stops early
     metrics = _train(str(tiny_model_dir), prepared, tmp_path / "run", method="full", epochs=8, eval_steps=4,
-                     early_stopping_patience=1, learning_rate=5e-2)
+                     early_stopping_patience=1, learning_rate=1e-1)
     history = json.loads((tmp_path / "run" / "loss_curve.json").read_text())
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     assert metrics["train_steps"] < 8 * 16, evals  # stopped before the 8 epochs of 16 steps
