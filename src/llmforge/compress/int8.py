@@ -66,8 +66,8 @@ class Int8Embedding(nn.Module):
         return self.weight_int8[ids].float() * self.weight_scale[ids].unsqueeze(-1)  # (..., H)
 
 
-class Int8WeightOnlyLinear(nn.Module):
-    """y = x @ (int8 W * scale).T + b with torch's fused int8-weight kernel; activations stay float."""
+class _Int8Weights(nn.Module):
+    """Per-output-channel int8 weights and their scales; subclasses say how activations meet them."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -75,6 +75,10 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("weight_int8", q)  # (O, I)
         self.register_buffer("weight_scale", scale)  # (O,)
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+
+
+class Int8WeightOnlyLinear(_Int8Weights):
+    """y = x @ (int8 W * scale).T + b with torch's fused int8-weight kernel; activations stay float."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()  # (N, I)
@@ -87,15 +91,8 @@ class Int8WeightOnlyLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
-class PerTokenInt8Linear(nn.Module):
+class PerTokenInt8Linear(_Int8Weights):
     """y = (int8(x / s_x) @ int8 W.T) * s_x * s_w + b: activations quantized per row (token) at run time."""
-
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = q.shape[1], q.shape[0]
-        self.register_buffer("weight_int8", q)  # (O, I)
-        self.register_buffer("weight_scale", scale)  # (O,)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()  # (N, I)
