@@ -123,7 +123,8 @@ def bench_sections() -> str:
     if prep.exists():
         p = json.loads(prep.read_text())
         n = p["records"]
-        parts += ["", f"Data preparation, {n:,} synthetic Alpaca records (`bench/prepare.py`):", "",
+        note = f" {p['note']}." if p.get("note") else ""
+        parts += ["", f"Data preparation, {n:,} synthetic Alpaca records (`bench/prepare.py`).{note}", "",
                   "| | seconds | records/s | vs baseline |", "|---|---|---|---|",
                   f"| `datasets.map` tokenization (baseline) | {p['baseline_seconds']:.1f} | "
                   f"{n / p['baseline_seconds']:,.0f} | 1.00x |",
@@ -142,7 +143,9 @@ def bench_sections() -> str:
             parts.append(f"| {label} | {r['seconds']:.0f} | {r['real_tokens'] / r['seconds']:,.0f} | "
                          f"{r['held_out_response_loss']:.3f} |")
         parts.append(f"| **speedup** | **{t['speedup_wall']:.1f}x** | | |")
-    for name, title in (("compress", "Compression of the demo fine-tuned model (`bench/compress.py`)"),
+    for name, title in (("compress-smollm2", "Compression of a real model: SmolLM2-135M-Instruct as fine-tuned by "
+                         "`make demo-real`, on its held-out tasks (`bench/compress.py --variants real --exports`)"),
+                        ("compress", "Compression of the demo fine-tuned model (`bench/compress.py`)"),
                         ("export", "Export formats of the demo fine-tuned model (`bench/export.py`)"),
                         ("serve", "Serving under load (`bench/serve.py`)")):
         if (results / f"{name}.md").exists():
