@@ -78,8 +78,10 @@ def _refuse_export(name: str, path: Path) -> None:
         exported = None
     if not export_run and exported is None:
         return
-    manifest = read_manifest(exported.run_dir) if exported and exported.run_dir else read_manifest(path) \
-        if export_run else {}
+    if exported is not None and exported.run_dir:
+        manifest = read_manifest(exported.run_dir)
+    else:
+        manifest = read_manifest(path) if export_run else {}
     what = f"the {exported.format} export" if exported else "an export run"
     source = manifest.get("source_model")
     raise LlmforgeError(
