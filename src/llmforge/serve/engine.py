@@ -355,10 +355,11 @@ class Engine:
             elif (stats.completion_tokens >= params.max_tokens
                   or stats.prompt_tokens + stats.completion_tokens >= self.max_model_len):
                 reason, text = "length", text + seq.text.flush()
-        self._emit(seq, Output(seq.index, text, (token,), (logprob,) if logprob else (), reason,
-                               stats.prompt_tokens, stats.completion_tokens))
-        if reason:
+        out = Output(seq.index, text, (token,), (logprob,) if logprob else (), reason,
+                     stats.prompt_tokens, stats.completion_tokens)
+        if reason:  # finished before its last output leaves: whoever receives it is no longer counted as running
             self._finish(seq, reason, None, emit=False)
+        self._emit(seq, out)
         return reason is not None
 
     def _emit(self, seq: _Seq, out: Output) -> None:
