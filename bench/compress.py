@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from llmforge.bench.runner import artifact_bytes
+from llmforge.models.footprint import artifact_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,8 +73,8 @@ THREADS = (1, 2)
 
 def decode_speed(model: Any, vocab: int) -> dict[str, Any]:
     """Best-of-THREADS decode tokens/s at batch 1 and 8 with the loaded model's `generate`."""
+    from llmforge.bench.config import BenchOptions
     from llmforge.bench.measure import measure
-    from llmforge.config import BenchOptions
 
     best: dict[str, tuple[float, int]] = {}
     for threads in THREADS:
@@ -98,10 +98,11 @@ def has(module: str) -> bool:
 
 def export_rows(parent_ref: Path, data: Path, held_out: Any, work: Path, parent: Any) -> list[dict[str, Any]]:
     """ONNX int8 and GGUF q8_0 / q4_0 of the parent, with held-out perplexity against it and decode speed."""
-    from llmforge.bench.decode import fastest, gguf_runtime, onnx_runtime
     from llmforge.compress.quality import compare_logits, torch_logits
-    from llmforge.config import ExportConfig, ExportOptions, ModelConfig
+    from llmforge.config import ModelConfig
+    from llmforge.export.config import ExportConfig, ExportOptions
     from llmforge.export.runner import export
+    from llmforge.models.decode import fastest, gguf_runtime, onnx_runtime
 
     formats = [f for f in EXPORTS if f.startswith("onnx") or has("llama_cpp")]
     result = export(ExportConfig(model=ModelConfig(name_or_path=str(parent_ref)), data=data,
@@ -123,7 +124,7 @@ def export_rows(parent_ref: Path, data: Path, held_out: Any, work: Path, parent:
 
 
 def _ort_logits(path: Path) -> Any:
-    from llmforge.export.ort_runtime import OrtCausalLM
+    from llmforge.models.ort import OrtCausalLM
 
     ort = OrtCausalLM.load(path)
 
@@ -175,9 +176,10 @@ def main() -> None:
     global THREADS
     THREADS = tuple(int(t) for t in args.threads.split(","))
 
+    from llmforge.compress.config import CompressConfig, CompressOptions
     from llmforge.compress.runner import compress, load_variant
-    from llmforge.config import CompressConfig, CompressOptions, ModelConfig
-    from llmforge.eval.runner import load_split
+    from llmforge.config import ModelConfig
+    from llmforge.data.splits import load_split
     from llmforge.models.loader import load_model
 
     parent_ref, data = args.model or args.runs / "train", args.data or args.runs / "prepare"
@@ -200,7 +202,7 @@ def main() -> None:
         m = result.metrics
         model_dir = result.output_dir / json.loads((result.output_dir / "manifest.json").read_text())["model_dir"]
         if opts.method == "quantize" and opts.quantize.kernel == "torchao":
-            from llmforge.compress.int8 import load_int8
+            from llmforge.models.int8 import load_int8
 
             child = load_int8(model_dir, "torchao")
         else:

@@ -32,9 +32,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench-export")
     args = parser.parse_args()
 
-    from llmforge.bench.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
-    from llmforge.config import ExportConfig, ExportOptions, ModelConfig
+    from llmforge.config import ModelConfig
+    from llmforge.export.config import ExportConfig, ExportOptions
     from llmforge.export.runner import export
+    from llmforge.models.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
 
     model_dir = args.runs / "train" / "model"
     if not (model_dir / "config.json").is_file():

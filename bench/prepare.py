@@ -61,7 +61,8 @@ def baseline(path: Path, model_dir: str, max_length: int) -> tuple[float, int]:
 
 
 def llmforge_prepare(path: Path, out: Path, max_length: int) -> tuple[float, int, bool]:
-    from llmforge.config import DataConfig, ModelConfig, PrepareConfig
+    from llmforge.config import ModelConfig
+    from llmforge.data.config import DataConfig, PrepareConfig
     from llmforge.data.prepare import prepare
 
     cfg = PrepareConfig(model=ModelConfig(name_or_path="demo"),

@@ -27,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 
 def child(data: Path, out: Path, max_length: int) -> None:
     """Runs in the child process: one prepare, then one JSON line with its numbers."""
-    from llmforge.config import DataConfig, ModelConfig, PrepareConfig
+    from llmforge.config import ModelConfig
+    from llmforge.data.config import DataConfig, PrepareConfig
     from llmforge.data.prepare import prepare
 
     cfg = PrepareConfig(model=ModelConfig(name_or_path="demo"),

@@ -29,10 +29,15 @@ def seed_text(record: dict) -> tuple[str, str]:
 def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir: Path) -> dict:
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
-    from llmforge.eval.runner import score
+    from llmforge.eval.metrics.score import score
     from llmforge.models.loader import DEMO_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(str(DEMO_DIR))
@@ -65,10 +70,12 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
 
 
 def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path) -> dict:
-    from llmforge.config import (DataConfig, EvalConfig, EvalOptions, LoraOptions, ModelConfig, PrepareConfig,
-                                 SplitConfig, TrainConfig, TrainOptions)
+    from llmforge.config import LoraOptions, ModelConfig, TrainOptions
+    from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
     from llmforge.data.prepare import prepare
+    from llmforge.eval.config import EvalConfig, EvalOptions
     from llmforge.eval.runner import evaluate
+    from llmforge.train.config import TrainConfig
     from llmforge.train.recipe import train
 
     prepared = prepare(PrepareConfig(model=ModelConfig(name_or_path="demo"),

@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.helpers import corpus, qa_records, write_jsonl
 
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llmforge.models.tiny import build_model, train_tokenizer
@@ -35,7 +36,8 @@ def qa_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prepared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The QA records prepared for the tiny model: 80% train, 10% validation, 10% test (read-only)."""
-    from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig
+    from llmforge.config import ModelConfig
+    from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
     from llmforge.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("prepared")

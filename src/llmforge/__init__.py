@@ -26,13 +26,13 @@ _API = {
     "load": ("llmforge.models.loader", "load_model"),
     "pull": ("llmforge.models.pull", "pull"),
     "PullConfig": ("llmforge.models.pull", "PullConfig"),
-    "load_config": ("llmforge.config", "load_config"),
-    "PipelineConfig": ("llmforge.config", "PipelineConfig"),
-    "PrepareConfig": ("llmforge.config", "PrepareConfig"),
-    "TrainConfig": ("llmforge.config", "TrainConfig"),
-    "EvalConfig": ("llmforge.config", "EvalConfig"),
-    "CompressConfig": ("llmforge.config", "CompressConfig"),
-    "ExportConfig": ("llmforge.config", "ExportConfig"),
+    "load_config": ("llmforge.stages", "load_config"),
+    "PipelineConfig": ("llmforge.stages", "PipelineConfig"),
+    "PrepareConfig": ("llmforge.data.config", "PrepareConfig"),
+    "TrainConfig": ("llmforge.train.config", "TrainConfig"),
+    "EvalConfig": ("llmforge.eval.config", "EvalConfig"),
+    "CompressConfig": ("llmforge.compress.config", "CompressConfig"),
+    "ExportConfig": ("llmforge.export.config", "ExportConfig"),
 }
 
 __all__ = [*_API, "__version__"]

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from llmforge.config import PipelineConfig, load_config, stage_dirs
 from llmforge.errors import LlmforgeError
+from llmforge.stages import PipelineConfig, load_config, stage_dirs
 
 app = typer.Typer(
     help="llmforge: prepare, fine-tune, evaluate, compress, export and serve language models.",
@@ -43,7 +43,7 @@ def prepare(
     set_: SetOpt = None,
 ) -> None:
     """Validate, split, render and tokenize data; print the lint report."""
-    from llmforge.config import PrepareConfig
+    from llmforge.data.config import PrepareConfig
     from llmforge.data.prepare import prepare as run_prepare
     from llmforge.ui import progress_bar, show_lint, show_preview
 
@@ -73,7 +73,7 @@ def train(
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
-    from llmforge.config import TrainConfig
+    from llmforge.train.config import TrainConfig
     from llmforge.train.recipe import train as run_train
     from llmforge.ui import show_metrics, train_progress
 
@@ -110,7 +110,7 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Score a model: token-weighted perplexity over the responses of a prepared split, and more."""
-    from llmforge.config import EvalConfig
+    from llmforge.eval.config import EvalConfig
     from llmforge.eval.runner import evaluate as run_eval
     from llmforge.ui import progress_bar, show_metrics
 
@@ -140,11 +140,10 @@ def compress(
     set_: SetOpt = None,
 ) -> None:
     """Quantize or prune a model; each variant's size and quality are measured against its parent."""
+    from llmforge.compress.config import CompressConfig, CompressOptions
     from llmforge.compress.runner import compress as run_compress
-    from llmforge.config import CompressConfig, CompressOptions, validate
+    from llmforge.config import apply_overrides, validate
     from llmforge.ui import progress_bar, show, show_metrics, stage, table, train_progress
-
-    from llmforge.config import apply_overrides
 
     # `--set compress.<key>=v` applies to every variant; other keys to the pipeline config.
     ours = [o.removeprefix("compress.") for o in set_ or [] if o.startswith("compress.")]
@@ -183,7 +182,8 @@ def export_command(
     set_: SetOpt = None,
 ) -> None:
     """Write ONNX (KV cache), GGUF (llama.cpp, Ollama) or TensorRT; check each against PyTorch (parity)."""
-    from llmforge.config import ExportConfig, validate
+    from llmforge.config import validate
+    from llmforge.export.config import ExportConfig
     from llmforge.export.runner import export as run_export
     from llmforge.ui import progress_bar, show_export, stage
 
@@ -341,8 +341,9 @@ def bench_command(
     set_: SetOpt = None,
 ) -> None:
     """Speed, memory, size (and quality) of each variant, each measured in a fresh process on its own runtime."""
+    from llmforge.bench.config import BenchConfig
     from llmforge.bench.runner import bench, failures
-    from llmforge.config import BenchConfig, apply_overrides, validate
+    from llmforge.config import apply_overrides, validate
     from llmforge.ui import progress_bar, show_markdown
 
     raw = apply_overrides({"models": model, "data": data, "output_dir": output}, set_ or [])

@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from llmforge.artifacts import write_atomic, write_json
-from llmforge.config import (
-    CompressOptions, DataConfig, EvalOptions, ExportOptions, ModelConfig, PipelineConfig, PrepareConfig,
-    PruneOptions, QuantizeOptions, SplitConfig, TrainConfig, TrainOptions,
-)
+from llmforge.compress.config import CompressOptions, PruneOptions, QuantizeOptions
+from llmforge.config import ModelConfig, TrainOptions
+from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.sources import docstring_function_records, module_split, stdlib_text_records
+from llmforge.eval.config import EvalOptions
+from llmforge.export.config import ExportOptions
+from llmforge.stages import PipelineConfig
+from llmforge.train.config import TrainConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -94,8 +97,8 @@ def run_demo(cfg: PipelineConfig, hooks: Any = None) -> dict[str, Any]:
 
 def serve_demo(cfg: PipelineConfig) -> dict[str, Any]:
     """Serve the fine-tuned model, ask it one held-out instruction with the openai client, shut it down."""
-    from llmforge.config import stage_dirs
     from llmforge.serve.check import serve_check
+    from llmforge.stages import stage_dirs
 
     held_out = next(json.loads(line) for line in Path(cfg.data.path[0]).read_text(encoding="utf-8").splitlines()
                     if json.loads(line)["split"] == "test")
@@ -135,10 +138,10 @@ def real_demo_config(output_dir: Path = Path("runs/demo-real"), model: str = REA
 def run_real_demo(cfg: PipelineConfig, hooks: Any = None, tasks: dict[str, int] | None = None) -> dict[str, Any]:
     """Derive the code tasks, run the pipeline (prepare, eval base, LoRA, eval fine-tuned), then score base and
     fine-tuned models on the held-out tasks' tests (sandboxed) and on the general probe; summary.json."""
-    from llmforge.config import stage_dirs
     from llmforge.data.code_tasks import code_task_records
     from llmforge.eval.probe import probe_change
     from llmforge.pipeline import run
+    from llmforge.stages import stage_dirs
 
     stage = hooks.stage if hooks is not None else (lambda name: None)
     started = time.perf_counter()

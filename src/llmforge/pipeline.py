@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from llmforge.artifacts import write_json
-from llmforge.config import CompressConfig, EvalConfig, ExportConfig, ModelConfig, PipelineConfig, PrepareConfig, TrainConfig, stage_dirs
+from llmforge.compress.config import CompressConfig
+from llmforge.config import ModelConfig
+from llmforge.data.config import PrepareConfig
 from llmforge.data.prepare import PrepareResult, prepare
+from llmforge.eval.config import EvalConfig
 from llmforge.eval.runner import EvalResult, evaluate
 from llmforge.eval.success import counted_speedup
+from llmforge.export.config import ExportConfig
+from llmforge.stages import PipelineConfig, stage_dirs
+from llmforge.train.config import TrainConfig
 from llmforge.train.recipe import TrainResult, train
 
 

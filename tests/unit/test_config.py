@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmforge.config import PipelineConfig, load_config
 from llmforge.demo import demo_config
 from llmforge.errors import ConfigError
+from llmforge.stages import PipelineConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_shipped_deepspeed_configs_parse(path: Path) -> None:
 
 
 def test_a_partial_recovery_train_section_keeps_the_recovery_defaults() -> None:
-    from llmforge.config import RECOVERY_DEFAULTS, PruneOptions
+    from llmforge.compress.config import RECOVERY_DEFAULTS, PruneOptions
 
     opts = PruneOptions(train={"max_steps": 2, "distill": {"alpha": 0.5}})
     assert opts.train.max_steps == 2 and opts.train.method == RECOVERY_DEFAULTS["method"]

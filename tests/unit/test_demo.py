@@ -31,8 +31,8 @@ def test_demo_config_scores_held_out_packages() -> None:
 
 
 def test_demo_real_yaml_is_the_real_demo_config() -> None:
-    from llmforge.config import load_config
     from llmforge.demo import real_demo_config
+    from llmforge.stages import load_config
 
     root = Path(__file__).resolve().parents[2]
     assert load_config(root / "configs" / "demo-real.yaml") == real_demo_config()

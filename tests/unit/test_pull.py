@@ -14,7 +14,8 @@ import torch
 pytest.importorskip("gguf")
 
 from llmforge.artifacts import sha256_file  # noqa: E402
-from llmforge.config import ModelConfig, load_config  # noqa: E402
+from llmforge.config import ModelConfig  # noqa: E402
+from llmforge.stages import load_config  # noqa: E402
 from llmforge.errors import LlmforgeError  # noqa: E402
 from llmforge.models import presets  # noqa: E402
 from llmforge.models.loader import load_model, load_tokenizer, resolve_model  # noqa: E402

@@ -10,7 +10,6 @@ from llmforge.artifacts import RunDir, read_manifest
 from llmforge.bench.report import write_report
 from llmforge.errors import LlmforgeError
 
-
 QUALITY = (("variant", "variant", "{}"), ("size MB", "size_bytes", "{:.2f}"), ("size", "size_ratio", "{:.0%}"),
            ("parameters M", "parameters", "{:.2f}"), ("perplexity", "perplexity", "{:.2f}"),
            ("parent perplexity", "parent_perplexity", "{:.2f}"), ("vs parent", "perplexity_change", "{:+.1%}"),

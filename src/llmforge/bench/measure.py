@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from llmforge.config import BenchOptions
+from llmforge.bench.config import BenchOptions
 
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
@@ -31,13 +32,6 @@ def _spread(times: list[float]) -> dict[str, float]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def machine_read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Best-of-N read bandwidth of a large fp32 sum, in bytes/s: the roofline for batch-1 decoding."""
     x = torch.ones(megabytes * (1 << 20) // 4)
@@ -45,46 +39,13 @@ def machine_read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return x.numel() * 4 / min(times)
 
 
-def stored_weights(model: Any) -> tuple[int, int]:
-    """(weights, bytes) a model holds: parameters, persistent buffers (int8 weights and scales) and the packed
-    weights of torch.ao quantized layers. Tied weights count once, as they are stored."""
-    seen: set[int] = set()
-    alive: list[torch.Tensor] = []  # keep temporaries referenced so that their ids stay unique
-    count = size = 0
-    for module in model.modules():
-        if getattr(module, "shares_input_embedding", False):  # an int8 lm_head tied to the embedding
-            continue
-        tensors = [(t, True) for t in module.parameters(recurse=False)]
-        tensors += [(b, not n.endswith("_scale")) for n, b in module.named_buffers(recurse=False)
-                    if n not in module._non_persistent_buffers_set]  # scales are bytes, not weights
-        packed = getattr(module, "_packed_params", None)
-        if packed is not None and callable(getattr(module, "weight", None)):
-            weight = module.weight()  # the int8 tensor behind fbgemm's packed form
-            tensors.append((weight.int_repr(), True))
-            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                tensors.append((weight.q_per_channel_scales().float(), False))
-        for t, is_weight in tensors:
-            if id(t) in seen:
-                continue
-            seen.add(id(t))
-            alive.append(t)
-            count += t.numel() if is_weight else 0
-            size += t.numel() * t.element_size()
-    return count, size
-
-
-def weight_bytes(model: Any) -> int:
-    """Bytes of weights read to decode one token (tied embeddings are counted once, as they are stored)."""
-    return stored_weights(model)[1]
-
-
 @torch.no_grad()
 def measure(model: Any, vocab_size: int, opts: BenchOptions, seed: int = 0) -> dict[str, Any]:
-    """Measure a torch model or any runtime (`llmforge.eval.runtimes`) the same way.
+    """Measure a torch model or any runtime (`llmforge.models.runtimes`) the same way.
 
     A runtime that decodes fewer rows at once (`max_batch`, llama.cpp here: 1) is measured at the batch sizes it
     holds; the others are listed under `skipped_batch_sizes`."""
-    from llmforge.eval.runtimes import as_runtime
+    from llmforge.models.runtimes import as_runtime
 
     runtime = as_runtime(model)
     g = torch.Generator().manual_seed(seed)
@@ -103,7 +64,7 @@ def measure(model: Any, vocab_size: int, opts: BenchOptions, seed: int = 0) -> d
         "new_tokens": n,
         "ttft_ms": {k: v * 1e3 for k, v in _spread(ttft).items()},
         "prefill_tokens_per_second": opts.prompt_tokens / statistics.median(prefill),
-        "latency_ms": {"p50": percentile(request, 0.5) * 1e3, "p95": percentile(request, 0.95) * 1e3,
+        "latency_ms": {"p50": float(np.percentile(request, 50)) * 1e3, "p95": float(np.percentile(request, 95)) * 1e3,
                        "min": min(request) * 1e3, "max": max(request) * 1e3},
         "decode_tokens_per_second": {},
     }

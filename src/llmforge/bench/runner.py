@@ -1,6 +1,6 @@
 """`llmforge bench`: every variant measured the same way, each in a fresh process (clean load time and RSS).
 
-Each variant runs on its own runtime (PyTorch, ONNX Runtime, llama.cpp; see `llmforge.eval.runtimes`). A variant
+Each variant runs on its own runtime (PyTorch, ONNX Runtime, llama.cpp; see `llmforge.models.runtimes`). A variant
 that fails is recorded with its reason and the others go on; finished variants are written to the run's staging
 folder as they come (`partial/variants.json`, `partial/report.md`), so a bench that dies keeps what it measured
 in `<run>.partial/partial/`.
@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from llmforge.artifacts import RunDir, write_atomic, write_json
+from llmforge.bench.config import BenchConfig
 from llmforge.bench.measure import machine_read_bandwidth
 from llmforge.bench.report import markdown, write_report
-from llmforge.config import BenchConfig
-from llmforge.models.loader import resolve_model
+from llmforge.models.footprint import artifact_bytes
 from llmforge.models.reference import expand_export_runs, resolve_ref
 from llmforge.progress import begin
 
 PARTIAL = "partial"  # the variants measured so far, while the bench runs; kept if it dies
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt", ".engine")
 
 
 @dataclass
@@ -38,24 +37,6 @@ def parse_variant(text: str) -> tuple[str, str]:
     """'tuned=runs/demo/train' -> ('tuned', 'runs/demo/train'); 'demo' -> ('demo', 'demo')."""
     name, sep, model = text.partition("=")
     return (name, model) if sep and name and model else (text, text)
-
-
-def artifact_bytes(model: str) -> int:
-    """Bytes of weight files the variant needs on disk (base and adapter for an adapter run)."""
-    ref = resolve_ref(model)
-    if ref.runtime != "pytorch":  # an export: its one file, or its folder
-        path = Path(ref.path)
-        return path.stat().st_size if path.is_file() else weight_file_bytes(path)
-    resolved = resolve_model(model)
-    folders = [Path(resolved.path)] + ([resolved.adapter] if resolved.adapter else [])
-    if not all(f.is_dir() for f in folders):
-        return 0  # a hub id: not on disk
-    return sum(weight_file_bytes(f) for f in folders)
-
-
-def weight_file_bytes(folder: Path) -> int:
-    """Bytes of the weight files under `folder` (safetensors, ONNX graphs and data, GGUF, engines)."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.name.endswith(WEIGHT_SUFFIXES))
 
 
 def run_worker(name: str, model: str, cfg: BenchConfig) -> dict[str, Any]:

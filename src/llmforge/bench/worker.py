@@ -21,16 +21,16 @@ USER_ERROR = 3  # exit status of a variant that failed with an LlmforgeError (it
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
+    from llmforge.bench.config import BenchOptions
     from llmforge.bench.measure import measure
-    from llmforge.config import BenchOptions
-    from llmforge.eval.runtimes import load_runtime
     from llmforge.models.reference import resolve_ref
+    from llmforge.models.runtimes import load_runtime
 
     opts = BenchOptions(**job["options"])
     ref = resolve_ref(job["model"])
     test = None
     if job.get("data"):
-        from llmforge.eval.runner import load_split
+        from llmforge.data.splits import load_split
 
         test = load_split(Path(job["data"]), "test")
         test = test.select(range(min(opts.quality_samples, len(test))))
@@ -45,7 +45,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         **measure(runtime, len(tokenizer), opts),
     }
     if test is not None:
-        from llmforge.eval.runner import score
+        from llmforge.eval.metrics.score import score
 
         result["perplexity"] = score(runtime, test)["perplexity"]
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
@@ -56,8 +56,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
 def artifact_facts(ref: Any, runtime: Any) -> dict[str, Any]:
     """{parameters, weight_bytes, dtype} of a loaded artifact: what one decode step reads."""
-    from llmforge.bench.measure import stored_weights
-    from llmforge.eval.runtimes import OrtRuntime, TorchRuntime
+    from llmforge.models.footprint import stored_weights
+    from llmforge.models.runtimes import OrtRuntime, TorchRuntime
 
     if isinstance(runtime, TorchRuntime):
         weights, size = stored_weights(runtime.model)

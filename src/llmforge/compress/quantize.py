@@ -19,13 +19,15 @@ from typing import Any
 
 import torch
 
-from llmforge.compress import int8
-from llmforge.config import ModelConfig, QuantizeOptions
-from llmforge.errors import LlmforgeError, require
+from llmforge.compress.config import QuantizeOptions
+from llmforge.config import ModelConfig
+from llmforge.errors import LlmforgeError
+from llmforge.models import int8
+from llmforge.models.int8 import DEFAULT_CPU_KERNEL
+from llmforge.models.loader import load_model
+from llmforge.models.quantization import cuda_quantization_config
 
 Batches = list[dict[str, torch.Tensor]]
-# Measured by bench/compress.py on this project's CPUs: torch's own int8 kernels beat torchao's there.
-DEFAULT_CPU_KERNEL = "torch"
 
 
 @dataclass
@@ -114,34 +116,10 @@ def _half(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batche
     return Variant(model, _save_dense(model, tokenizer), {"dtype": str(dtype).removeprefix("torch.")})
 
 
-def cuda_quantization_config(scheme: str) -> Any:
-    """The transformers quantization config of a CUDA-only scheme, or a clear error where there is no GPU."""
-    if not torch.cuda.is_available():
-        raise LlmforgeError(
-            f"compress.quantize.scheme={scheme} runs on CUDA GPUs only (its kernels exist nowhere else). On this "
-            "machine use int8-dynamic or int8-weight-only (PyTorch), or export GGUF q4/q8 for llama.cpp."
-        )
-    if scheme in ("nf4", "bnb-int8"):
-        require("bitsandbytes", "gpu")
-        from transformers import BitsAndBytesConfig
-
-        if scheme == "nf4":
-            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=torch.bfloat16)
-        return BitsAndBytesConfig(load_in_8bit=True)
-    require("torchao", "torchao")
-    from torchao.quantization import Int4WeightOnlyConfig
-    from transformers import TorchAoConfig
-
-    return TorchAoConfig(quant_type=Int4WeightOnlyConfig(group_size=128))
-
-
 def load_quantized_on_gpu(model_cfg: ModelConfig, scheme: str) -> Variant:
     """CUDA schemes quantize while loading (transformers' quantizers); save_pretrained keeps the config."""
-    from llmforge.models.loader import load_model
-
-    model, tokenizer = load_model(model_cfg, quantization_config=cuda_quantization_config(scheme),
-                                  merge_adapter=True)
+    quantization = cuda_quantization_config(scheme, f"compress.quantize.scheme={scheme}")
+    model, tokenizer = load_model(model_cfg, quantization_config=quantization, merge_adapter=True)
     return Variant(model, _save_dense(model, tokenizer), {"device": "cuda"})
 
 
@@ -151,7 +129,6 @@ SCHEMES: dict[str, Callable[[Any, Any, QuantizeOptions, Batches | None], Variant
     "int8-dynamic": _int8,
     "int8-weight-only": _int8,
 }
-CUDA_SCHEMES = ("nf4", "bnb-int8", "int4-weight-only")
 
 
 def quantize(model: Any, tokenizer: Any, opts: QuantizeOptions, calibration: Batches | None = None) -> Variant:

@@ -1,8 +1,11 @@
 """`llmforge compress`: make a smaller or faster variant of a model and measure what it cost.
 
 setup (parent model, calibration and held-out samples) -> method (quantize | prune, optional recovery
-fine-tune through the train recipe) -> save the variant into a run directory -> reload it as users will and
-measure its quality against the parent (perplexity, KL, top-1 agreement, ROUGE) and its real size.
+fine-tune) -> save the variant into a run directory -> reload it as users will and measure its quality against
+the parent (perplexity, KL, top-1 agreement, ROUGE) and its real size.
+
+A recovery fine-tune runs the train stage, which this stage does not import: whoever composes the stages hands
+it in as `fine_tune` (`llmforge.compress`, the CLI and the pipeline pass `llmforge.train.recipe.fine_tune`).
 """
 
 from __future__ import annotations
@@ -13,19 +16,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
-from llmforge.bench.measure import stored_weights
-from llmforge.bench.runner import artifact_bytes, weight_file_bytes
-from llmforge.config import CompressConfig, ModelConfig, PruneOptions, TrainConfig
+from llmforge.compress.config import CompressConfig, PruneOptions
+from llmforge.config import ModelConfig, TrainOptions
 from llmforge.errors import LlmforgeError
+from llmforge.models.footprint import artifact_bytes, stored_weights, weight_file_bytes
 from llmforge.models.loader import load_model
 from llmforge.progress import Counted, Progress, begin
 
 Stage = Callable[[str], None]
+
+
+class FineTune(Protocol):
+    def __call__(self, model: ModelConfig, data: Path, options: TrainOptions, output_dir: Path,
+                 callbacks: list[Any]) -> Path:
+        """Fine-tune `model` on the prepared `data`; return the trained (merged) model directory."""
+        ...
 UNSTRUCTURED_NOTE = ("unstructured sparsity zeroes weights inside dense tensors: the file and the latency are "
                      "those of the parent; it pays off only with sparse formats and kernels")
 
@@ -40,7 +50,7 @@ def _splits(cfg: CompressConfig) -> tuple[Any, Any]:
     """(calibration samples from the train split, held-out samples from `cfg.split`), or (None, None)."""
     if cfg.data is None:
         return None, None
-    from llmforge.eval.runner import load_split
+    from llmforge.data.splits import load_split
 
     opts = cfg.compress
     train = load_split(cfg.data, "train")
@@ -66,16 +76,16 @@ def _recovery_train_options(prune: PruneOptions, method: str, parent: str) -> An
     return prune.train.model_copy(update=update)
 
 
-def _fine_tune(model_dir: Path, cfg: CompressConfig, method: str, out: Path, callbacks: list[Any]) -> Path:
-    """Run the train recipe on `model_dir`; return the trained (merged) model directory."""
-    from llmforge.train.recipe import train
-
+def _fine_tune(model_dir: Path, cfg: CompressConfig, method: str, out: Path, callbacks: list[Any],
+               fine_tune: FineTune | None) -> Path:
+    """Fine-tune `model_dir` with the recovery options; return the trained (merged) model directory."""
     if cfg.data is None:
         raise LlmforgeError("compress: a recovery or gradual fine-tune needs `data` (a prepared dataset)")
+    if fine_tune is None:
+        raise LlmforgeError("compress: a recovery or gradual fine-tune runs the train stage; call "
+                            "`llmforge.compress`, which hands it in, or pass fine_tune=llmforge.train.recipe.fine_tune")
     opts = _recovery_train_options(cfg.compress.prune, method, cfg.model.name_or_path)
-    model_cfg = cfg.model.model_copy(update={"name_or_path": str(model_dir)})
-    result = train(TrainConfig(model=model_cfg, data=cfg.data, train=opts, output_dir=out), callbacks=callbacks)
-    return result.output_dir / read_manifest(result.output_dir)["model_dir"]
+    return fine_tune(cfg.model.model_copy(update={"name_or_path": str(model_dir)}), cfg.data, opts, out, callbacks)
 
 
 def _save_dense(model: Any, tokenizer: Any, out: Path) -> Path:
@@ -86,7 +96,7 @@ def _save_dense(model: Any, tokenizer: Any, out: Path) -> Path:
 
 
 def _prune(parent: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, calib: Any,
-           callbacks: list[Any], stage: Stage) -> tuple[Path, dict[str, Any]]:
+           callbacks: list[Any], stage: Stage, fine_tune: FineTune | None) -> tuple[Path, dict[str, Any]]:
     """Prune a copy of the parent; return the final model dir (relative to the run) and what was done."""
     from llmforge.compress import structured, unstructured
 
@@ -103,7 +113,7 @@ def _prune(parent: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, calib:
     elif p.method in ("magnitude", "random"):
         unstructured.prune_unstructured(model, p.sparsity, p.method, p.scope)
     else:
-        return _gradual(model, tokenizer, cfg, run, callbacks, stage, facts)
+        return _gradual(model, tokenizer, cfg, run, callbacks, stage, facts, fine_tune)
     if p.method != "structured":
         facts.update(unstructured.sparsity_report(model), note=UNSTRUCTURED_NOTE)
     pruned = _save_dense(model, tokenizer, run.file("pruned"))
@@ -114,13 +124,13 @@ def _prune(parent: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, calib:
                             "for unstructured pruning")
     stage(f"recovery fine-tune ({p.recovery})")
     keep = [unstructured.KeepZeros()] if p.method != "structured" else []
-    trained = _fine_tune(pruned, cfg, p.recovery, run.file("recovery"), [*keep, *callbacks])
+    trained = _fine_tune(pruned, cfg, p.recovery, run.file("recovery"), [*keep, *callbacks], fine_tune)
     facts["before_recovery"] = "pruned"
     return trained.relative_to(run.staging), facts
 
 
 def _gradual(model: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, callbacks: list[Any], stage: Stage,
-             facts: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+             facts: dict[str, Any], fine_tune: FineTune | None) -> tuple[Path, dict[str, Any]]:
     """Magnitude pruning in `steps` stages on a cubic schedule, fine-tuning (zeros kept) after each stage."""
     from llmforge.compress.unstructured import KeepZeros, cubic_schedule, prune_unstructured, sparsity_report
 
@@ -137,7 +147,8 @@ def _gradual(model: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, callb
         # Global magnitude over all block weights: already-zero weights are the smallest and stay pruned.
         prune_unstructured(model, target, "magnitude", p.scope)
         pruned = _save_dense(model, tokenizer, run.file(f"gradual/stage-{i}-pruned"))
-        model_dir = _fine_tune(pruned, cfg, "full", run.file(f"gradual/stage-{i}"), [KeepZeros(), *callbacks])
+        model_dir = _fine_tune(pruned, cfg, "full", run.file(f"gradual/stage-{i}"), [KeepZeros(), *callbacks],
+                               fine_tune)
         history.append({"stage": i, "sparsity": target})
     final, _ = load_model(cfg.model.model_copy(update={"name_or_path": str(model_dir)}))
     facts.update(sparsity_report(final), schedule=history, note=UNSTRUCTURED_NOTE)
@@ -146,7 +157,8 @@ def _gradual(model: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, callb
 
 def _quantize(parent: Any, tokenizer: Any, cfg: CompressConfig, run: RunDir, calib: Any,
               progress: Progress | None = None) -> tuple[Path, dict[str, Any]]:
-    from llmforge.compress.quantize import CUDA_SCHEMES, load_quantized_on_gpu, quantize
+    from llmforge.compress.quantize import load_quantized_on_gpu, quantize
+    from llmforge.models.quantization import CUDA_SCHEMES
 
     q = cfg.compress.quantize
     if q.scheme in CUDA_SCHEMES:
@@ -187,7 +199,7 @@ def load_variant(model_dir: Path, model_cfg: ModelConfig) -> Any:
 
 
 def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Stage = lambda name: None,
-             progress: Progress | None = None) -> CompressResult:
+             progress: Progress | None = None, fine_tune: FineTune | None = None) -> CompressResult:
     started = time.perf_counter()
     opts = cfg.compress
     parent, tokenizer = load_model(cfg.model, merge_adapter=True)
@@ -200,7 +212,7 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
         if opts.method == "quantize":
             model_dir, facts = _quantize(parent, tokenizer, cfg, run, calib, progress)
         else:
-            model_dir, facts = _prune(parent, tokenizer, cfg, run, calib, callbacks or [], stage)
+            model_dir, facts = _prune(parent, tokenizer, cfg, run, calib, callbacks or [], stage, fine_tune)
         child = load_variant(run.staging / model_dir, cfg.model)
         metrics: dict[str, Any] = {
             "variant": opts.variant_name(),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmforge.compress import int8
+from llmforge.models import int8
 
 Batches = list[dict[str, torch.Tensor]]
 

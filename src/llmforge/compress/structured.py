@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from llmforge.errors import LlmforgeError
+from llmforge.models.channels import head_importance, keep_channels, keep_cols, keep_rows, mlp_importance
 
 
 @dataclass(frozen=True)
@@ -55,43 +56,6 @@ def plan(config: Any, sparsity: float, heads: bool) -> Plan:
     removed = per_head * n_kv * heads_per_group + 2 * per_head * groups
     channels = min(round((budget - removed) / (3 * hidden)), inter - 1)
     return Plan(max(channels, 0), heads_per_group, groups)
-
-
-def keep_channels(mlp: nn.Module, keep: torch.Tensor) -> None:
-    """Shrink a Llama-style MLP (gate/up: (I, H), down: (H, I)) to the intermediate channels in `keep`."""
-    for name in ("gate_proj", "up_proj"):
-        _keep_rows(getattr(mlp, name), keep)
-    _keep_cols(mlp.down_proj, keep)
-
-
-def _keep_rows(layer: nn.Linear, keep: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data[keep].clone())
-    if layer.bias is not None:
-        layer.bias = nn.Parameter(layer.bias.data[keep].clone())
-    layer.out_features = len(keep)
-
-
-def _keep_cols(layer: nn.Linear, keep: torch.Tensor) -> None:
-    layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
-    layer.in_features = len(keep)
-
-
-def mlp_importance(mlp: nn.Module, activation: torch.Tensor | None) -> torch.Tensor:
-    """(I,) importance of each intermediate channel; `activation` is mean |input of down_proj| (I,)."""
-    down = mlp.down_proj.weight.norm(dim=0)  # (I,)
-    if activation is not None:
-        return activation * down
-    return mlp.gate_proj.weight.norm(dim=1) * mlp.up_proj.weight.norm(dim=1) * down
-
-
-def head_importance(attn: nn.Module, n_heads: int, head_dim: int, activation: torch.Tensor | None) -> torch.Tensor:
-    """(n_heads,) importance of each query head; `activation` is mean |input of o_proj| per head (n_heads,)."""
-    o = attn.o_proj.weight.reshape(attn.o_proj.weight.shape[0], n_heads, head_dim)  # (H, n_heads, D)
-    out_norm = o.norm(dim=(0, 2))  # (n_heads,)
-    if activation is not None:
-        return activation * out_norm
-    q = attn.q_proj.weight.reshape(n_heads, head_dim, -1).norm(dim=(1, 2))  # (n_heads,)
-    return q * out_norm
 
 
 @torch.no_grad()
@@ -140,11 +104,11 @@ def _prune_heads(attn: nn.Module, config: Any, p: Plan, importance: torch.Tensor
         heads = (kv[:, None] * n_rep + torch.arange(n_rep)).flatten()
     rows = (heads[:, None] * head_dim + torch.arange(head_dim)).flatten()
     kv_rows = (kv[:, None] * head_dim + torch.arange(head_dim)).flatten()
-    _keep_rows(attn.q_proj, rows)
-    _keep_cols(attn.o_proj, rows)
+    keep_rows(attn.q_proj, rows)
+    keep_cols(attn.o_proj, rows)
     if p.groups:
-        _keep_rows(attn.k_proj, kv_rows)
-        _keep_rows(attn.v_proj, kv_rows)
+        keep_rows(attn.k_proj, kv_rows)
+        keep_rows(attn.v_proj, kv_rows)
     attn.num_key_value_groups = len(heads) // len(kv)
 
 

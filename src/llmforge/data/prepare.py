@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from array import array
 import json
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,14 +23,20 @@ import numpy as np
 
 from llmforge import __version__
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest, sha256_file
-from llmforge.config import DataConfig, PrepareConfig
+from llmforge.data.config import DataConfig, PrepareConfig
 from llmforge.data.formats import Example, apply_columns, detect_dataset_format, normalize
 from llmforge.data.readers import RawRecord, expand_inputs, iter_records
 from llmforge.data.report import LengthStats, lint_report, save_length_histogram
 from llmforge.data.shards import SeenSet, SplitShards
 from llmforge.data.splits import SplitPlan, plan_splits, unit_hash
 from llmforge.data.tokenize import (
-    ChatRenderer, Rendered, Tokenized, fit_length, render_chat, render_text, tokenize_batch,
+    ChatRenderer,
+    Rendered,
+    Tokenized,
+    fit_length,
+    render_chat,
+    render_text,
+    tokenize_batch,
 )
 from llmforge.errors import DataError, LlmforgeError, Problem
 from llmforge.models.chat import ensure_chat_template

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 
-
 class LengthStats:
     """Token lengths of the kept samples as counts per length, and their trainable tokens.
 

@@ -11,11 +11,15 @@ Rounding is half up: 2.5 records -> 3.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from llmforge.artifacts import read_manifest
 
 
 def unit_hash(seed: int, key: str) -> float:
@@ -56,3 +60,17 @@ def plan_splits(us: Any, test: float, validation: float) -> SplitPlan:
 
     return SplitPlan(below(n_test), below(n_test + n_validation),
                      {"train": n - n_test - n_validation, "validation": n_validation, "test": n_test})
+
+
+def load_split(prepared: Path, split: str) -> Any:
+    """One split ('train', 'validation', 'test') of a prepared dataset run, as a `datasets.Dataset`."""
+    from datasets import Dataset, Features, load_from_disk
+
+    manifest = read_manifest(prepared)
+    if manifest.get("kind") != "prepared-dataset":
+        raise ValueError(f"{prepared} is a '{manifest.get('kind')}' run, not a prepared dataset")
+    folder = Path(prepared) / split
+    if not list(folder.glob("*.arrow")):  # an empty split is saved without data files, which datasets can't load
+        features = Features.from_dict(json.loads((folder / "dataset_info.json").read_text())["features"])
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return load_from_disk(str(folder))

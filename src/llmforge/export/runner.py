@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from llmforge.artifacts import RunDir, is_run_dir, read_manifest
-from llmforge.bench.runner import weight_file_bytes
-from llmforge.config import ExportConfig, QualityGate
+from llmforge.config import QualityGate
 from llmforge.errors import LlmforgeError
 from llmforge.export import parity
+from llmforge.export.config import ExportConfig
+from llmforge.models.footprint import weight_file_bytes
 from llmforge.models.loader import load_model, resolve_model
 from llmforge.progress import Progress, begin
 
@@ -69,8 +70,8 @@ def _prompts(cfg: ExportConfig, tokenizer: Any) -> list[list[int]]:
     """Held-out prompts (as the model was trained to see them) when there is data; else fixed texts."""
     n = cfg.export.parity_prompts
     if cfg.data is not None:
-        from llmforge.eval.generate import split_prompt
-        from llmforge.eval.runner import load_split
+        from llmforge.data.splits import load_split
+        from llmforge.eval.metrics.generate import split_prompt
 
         test = load_split(cfg.data, "test")
         rows = test.select(range(min(n, len(test))))
@@ -103,7 +104,7 @@ def _check(fmt: str, result: dict[str, Any], gate: QualityGate) -> dict[str, Any
 def _onnx_parity(ref: Reference, directory: Path, n_tokens: int, threads: int | None) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from llmforge.export.ort_runtime import OrtCausalLM
+    from llmforge.models.ort import OrtCausalLM
 
     ort = OrtCausalLM.load(directory, threads=threads)
     exported_tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -159,7 +160,7 @@ def _gguf_parity(ref: Reference, path: Path, fmt: str, n_tokens: int, threads: i
 def _calibration(cfg: ExportConfig) -> list[list[int]]:
     if cfg.data is None:
         raise LlmforgeError("onnx-int8-static needs `data` (a prepared dataset) for calibration samples")
-    from llmforge.eval.runner import load_split
+    from llmforge.data.splits import load_split
 
     train = load_split(cfg.data, "train")
     return [list(r) for r in train.select(range(min(cfg.export.calibration_samples, len(train))))["input_ids"]]
@@ -198,7 +199,7 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
 
 def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir) -> float:
     """Decode tokens/s of PyTorch fp32 and of each CPU format (added to `formats`); returns PyTorch's rate."""
-    from llmforge.bench.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
+    from llmforge.models.decode import fastest, gguf_runtime, onnx_runtime, pytorch_runtime
 
     prompt = [t for p in ref.prompts for t in p][:128]  # held-out prompt tokens, as one 128-token prompt
     threads = torch.get_num_threads()  # the PyTorch runtime sets the process-wide count; restored below

@@ -1,4 +1,8 @@
-"""Memory of inference, LoRA and full fine-tuning, from a model's config alone (no weights loaded).
+"""What a model weighs: the bytes of its weight files and of the weights it holds, and the memory of inference, LoRA
+and full fine-tuning from its config alone (no weights loaded).
+
+`artifact_bytes` and `weight_file_bytes` count files on disk; `stored_weights` counts a loaded model's tensors as they
+are stored (int8 weights and their scales, tied weights once).
 
 One set of formulas for `llmforge train --dry-run` (which counts a loaded model's parameters) and
 `llmforge models` (which counts them on PyTorch's meta device): weights as stored; gradients for trainable weights
@@ -9,11 +13,17 @@ checkpointing (layer inputs only). Inference adds the KV cache: 2 x layers x kv 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import torch
+
+from llmforge.models.reference import resolve_ref
 
 LORA_RANK = 16  # llmforge's default (config.LoraOptions.r), on every linear layer but the output head
 BF16_BYTES = 2
 ADAPTER_BYTES = 4  # peft keeps adapter weights in fp32 over a bf16 base (autocast_adapter_dtype)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt", ".engine")
 
 
 def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, checkpointing: bool) -> int:
@@ -74,3 +84,53 @@ def config_footprint(config: Any, *, seq_len: int = 512, batch: int = 1) -> dict
                         "lora_targets": "all-linear", "seq_len": seq_len, "batch": batch,
                         "gradient_checkpointing": False},
     }
+
+
+def artifact_bytes(model: str) -> int:
+    """Bytes of weight files the variant needs on disk (base and adapter for an adapter run)."""
+    ref = resolve_ref(model)
+    if ref.runtime != "pytorch":  # an export: its one file, or its folder
+        path = Path(ref.path)
+        return path.stat().st_size if path.is_file() else weight_file_bytes(path)
+    folders = [Path(ref.path)] + ([ref.adapter] if ref.adapter else [])
+    if not all(f.is_dir() for f in folders):
+        return 0  # a hub id: not on disk
+    return sum(weight_file_bytes(f) for f in folders)
+
+
+def weight_file_bytes(folder: Path) -> int:
+    """Bytes of the weight files under `folder` (safetensors, ONNX graphs and data, GGUF, engines)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def stored_weights(model: Any) -> tuple[int, int]:
+    """(weights, bytes) a model holds: parameters, persistent buffers (int8 weights and scales) and the packed
+    weights of torch.ao quantized layers. Tied weights count once, as they are stored."""
+    seen: set[int] = set()
+    alive: list[torch.Tensor] = []  # keep temporaries referenced so that their ids stay unique
+    count = size = 0
+    for module in model.modules():
+        if getattr(module, "shares_input_embedding", False):  # an int8 lm_head tied to the embedding
+            continue
+        tensors = [(t, True) for t in module.parameters(recurse=False)]
+        tensors += [(b, not n.endswith("_scale")) for n, b in module.named_buffers(recurse=False)
+                    if n not in module._non_persistent_buffers_set]  # scales are bytes, not weights
+        packed = getattr(module, "_packed_params", None)
+        if packed is not None and callable(getattr(module, "weight", None)):
+            weight = module.weight()  # the int8 tensor behind fbgemm's packed form
+            tensors.append((weight.int_repr(), True))
+            if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                tensors.append((weight.q_per_channel_scales().float(), False))
+        for t, is_weight in tensors:
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            alive.append(t)
+            count += t.numel() if is_weight else 0
+            size += t.numel() * t.element_size()
+    return count, size
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of weights read to decode one token (tied embeddings are counted once, as they are stored)."""
+    return stored_weights(model)[1]

@@ -15,6 +15,7 @@ import torch
 from llmforge.artifacts import is_run_dir, read_manifest
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
+from llmforge.models import int8
 
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
@@ -152,11 +153,9 @@ def load_model(
     """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel."""
     from transformers import AutoModelForCausalLM
 
-    from llmforge.compress.int8 import is_int8_dir
-
     resolved = resolve_model(cfg.name_or_path)
     _check_config_json(resolved.path)
-    if resolved.adapter is None and is_int8_dir(Path(resolved.path)):
+    if resolved.adapter is None and int8.is_int8_dir(Path(resolved.path)):
         return _load_int8(cfg, Path(resolved.path), device or torch.device("cpu"))
     device = device or default_device()
     dtype = default_dtype(cfg.dtype, device)
@@ -182,10 +181,8 @@ def load_model(
 
 
 def _load_int8(cfg: ModelConfig, path: Path, device: torch.device) -> tuple[Any, Any]:
-    """llmforge int8 artifacts run on CPU int8 kernels (see llmforge.compress.int8)."""
-    from llmforge.compress.int8 import load_int8
-    from llmforge.compress.quantize import DEFAULT_CPU_KERNEL
+    """llmforge int8 artifacts run on CPU int8 kernels (see llmforge.models.int8)."""
 
     if device.type != "cpu":
         raise LlmforgeError(f"{path} is an llmforge int8 model for CPU kernels; load it on the CPU (device cpu)")
-    return load_int8(path, DEFAULT_CPU_KERNEL), load_tokenizer(cfg)
+    return int8.load_int8(path), load_tokenizer(cfg)

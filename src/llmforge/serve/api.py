@@ -22,7 +22,12 @@ from starlette.types import Receive, Scope, Send
 
 from llmforge.serve import schemas as s
 from llmforge.serve.engine import (
-    AsyncResults, Completion, ContextLengthError, EngineClosedError, GenerationRequest, QueueFullError,
+    AsyncResults,
+    Completion,
+    ContextLengthError,
+    EngineClosedError,
+    GenerationRequest,
+    QueueFullError,
 )
 from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
-from llmforge.bench.measure import percentile
+import numpy as np
 
 DEFAULT_PROMPT = "Write a short Python function that adds two numbers."
 
@@ -37,8 +36,8 @@ class Sample:
 def _summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
-    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "p99": percentile(values, 0.99),
-            "mean": sum(values) / len(values)}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])  # linear interpolation between order statistics
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": sum(values) / len(values)}
 
 
 async def _stream(client: httpx.AsyncClient, body: dict[str, Any], start: float) -> Sample:

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from llmforge.compress.structured import keep_channels, mlp_importance
+from llmforge.data.tokenize import IGNORE
 from llmforge.errors import LlmforgeError
-from llmforge.eval.metrics import IGNORE
+from llmforge.models.channels import keep_channels, mlp_importance
 
 
 def distill_loss(

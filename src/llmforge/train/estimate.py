@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from llmforge.config import TrainConfig
-from llmforge.eval.runner import load_split
+from llmforge.data.splits import load_split
 from llmforge.models.footprint import activation_bytes, training_memory
+from llmforge.train.config import TrainConfig
 from llmforge.train.methods import apply_method, load_base
 
 

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from llmforge.artifacts import RunDir, read_manifest
-from llmforge.config import TrainConfig, validate
+from llmforge.config import validate
 from llmforge.errors import LlmforgeError
+from llmforge.train.config import TrainConfig
 from llmforge.train.recipe import TrainResult, train
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from llmforge.config import ModelConfig, TrainOptions
-from llmforge.errors import LlmforgeError, require
 from llmforge.models.loader import load_model, load_tokenizer
+from llmforge.models.quantization import cuda_quantization_config
 
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
@@ -31,17 +29,9 @@ def load_base(model_cfg: ModelConfig, opts: TrainOptions, teacher: Any = None) -
         return derive_student(teacher, d.student_layers, d.student_intermediate_size).train(), tokenizer
     if opts.method != "qlora":
         return load_model(model_cfg)
-    if not torch.cuda.is_available():
-        raise LlmforgeError(
-            "train.method=qlora loads the base model in 4-bit NF4 through bitsandbytes, which needs a CUDA GPU. "
-            "On this machine use train.method=lora: the same adapter, trained over a full-precision base."
-        )
-    require("bitsandbytes", "gpu")
+    quant = cuda_quantization_config("nf4", "train.method=qlora")
     from peft import prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig
 
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
     model, tokenizer = load_model(model_cfg, quantization_config=quant)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing), tokenizer
 

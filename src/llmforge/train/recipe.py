@@ -20,11 +20,13 @@ from typing import Any
 import torch
 
 from llmforge.artifacts import RunDir, read_manifest
-from llmforge.config import TrainConfig, TrainOptions
-from llmforge.eval.runner import load_split, score
+from llmforge.config import ModelConfig, TrainOptions
+from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError, require
+from llmforge.eval.metrics.score import score
 from llmforge.models.loader import default_device, resolve_model
 from llmforge.train.checkpoints import Guard, last_complete
+from llmforge.train.config import TrainConfig
 from llmforge.train.curves import save_loss_curve
 from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base, load_teacher
 
@@ -236,3 +238,11 @@ def _remove_checkpoints(run: RunDir) -> None:
     import shutil
 
     shutil.rmtree(run.staging / "checkpoints", ignore_errors=True)
+
+
+def fine_tune(model: ModelConfig, data: Path, options: TrainOptions, output_dir: Path,
+              callbacks: list[Any] | None = None) -> Path:
+    """Train `model` and return the trained (merged) model directory: compress's recovery fine-tune
+    (`llmforge.compress.runner.FineTune`), handed to it by whoever composes the two stages."""
+    result = train(TrainConfig(model=model, data=data, train=options, output_dir=output_dir), callbacks=callbacks)
+    return result.output_dir / read_manifest(result.output_dir)["model_dir"]

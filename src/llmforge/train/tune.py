@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from llmforge.artifacts import RunDir, write_json
-from llmforge.config import PipelineConfig, PrepareConfig, Section, TrainConfig, stage_dirs
+from llmforge.config import Section
+from llmforge.data.config import PrepareConfig
 from llmforge.errors import require
+from llmforge.stages import PipelineConfig, stage_dirs
+from llmforge.train.config import TrainConfig
 
 
 class SearchSpace(Section):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmforge.bench import runner
+from llmforge.bench.config import BenchConfig
 from llmforge.bench.report import markdown, page
-from llmforge.config import BenchConfig
 
 MACHINE = {"read_bandwidth_gbps": 10.0}
 

@@ -9,9 +9,8 @@ import pytest
 def deep_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like the tiny model, with 4 layers: block weights are most of the parameters, as in real LLMs
     (Llama-2-7B: 96%), rather than the 2-layer model's 79%."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     config = LlamaConfig.from_pretrained(str(tiny_model_dir))

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmforge.bench.measure import stored_weights
-from llmforge.compress import int8
 from llmforge.compress.quality import compare_logits, torch_logits
 from llmforge.config import ModelConfig
-from llmforge.eval.runner import load_split
+from llmforge.data.splits import load_split
+from llmforge.models import int8
+from llmforge.models.footprint import stored_weights
 from llmforge.models.loader import load_model
 
 

@@ -10,7 +10,8 @@ import torch
 
 from llmforge.compress.quality import compare_logits, torch_logits
 from llmforge.config import ModelConfig
-from llmforge.eval.runner import load_split, score
+from llmforge.data.splits import load_split
+from llmforge.eval.metrics.score import score
 from llmforge.models.loader import load_model
 
 

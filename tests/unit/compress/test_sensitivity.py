@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmforge.compress import int8
 from llmforge.compress.sensitivity import layer_sensitivity, most_sensitive, quantizable_layers
 from llmforge.config import ModelConfig, QualityGate
+from llmforge.models import int8
 from llmforge.models.loader import load_model
 
 
@@ -115,8 +115,8 @@ def test_an_export_that_fails_its_gate_is_marked_failed_and_fp32_formats_keep_th
 
 def test_compress_records_the_sensitivity_table_the_chosen_layers_and_the_gate(tiny_model_dir: Path, prepared: Path,
                                                                                tmp_path: Path) -> None:
+    from llmforge.compress.config import CompressConfig, CompressOptions
     from llmforge.compress.runner import compress
-    from llmforge.config import CompressConfig, CompressOptions
 
     opts = CompressOptions(quantize={"scheme": "int8-dynamic", "weight_only": "auto", "sensitivity": True,
                                      "sensitivity_samples": 2}, calibration_samples=4, quality_samples=4,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from llmforge.artifacts import read_manifest
-from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig
+from llmforge.config import ModelConfig
+from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.prepare import prepare
 from llmforge.errors import DataError, LlmforgeError
 from tests.helpers import qa_records, write_jsonl
@@ -141,7 +142,7 @@ def test_preference_pairs_are_kept_for_preference_training(tiny_model_dir: Path,
 
 
 def test_empty_split_loads_as_empty_dataset(tiny_model_dir: Path, qa_file: Path, tmp_path: Path) -> None:
-    from llmforge.eval.runner import load_split
+    from llmforge.data.splits import load_split
 
     prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "o", split=SplitConfig(validation=0, test=0.2)))
     empty = load_split(tmp_path / "o", "validation")
@@ -210,8 +211,8 @@ def test_split_file_errors_name_the_key_and_file(tiny_model_dir: Path, qa_file: 
 
 
 def test_split_files_config_shape_and_flags() -> None:
-    from llmforge.config import load_config
     from llmforge.errors import ConfigError
+    from llmforge.stages import load_config
 
     data = DataConfig(path="train.jsonl", validation_path="val.csv", test_path=["a.jsonl", "b.jsonl"])
     assert data.split_files() == {"validation": ["val.csv"], "test": ["a.jsonl", "b.jsonl"]}

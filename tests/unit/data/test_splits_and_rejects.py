@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmforge.config import DataConfig, ModelConfig, PrepareConfig, SplitConfig
+from llmforge.config import ModelConfig
+from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.prepare import prepare
 from llmforge.data.splits import plan_splits, share, unit_hash
 from tests.helpers import qa_records, write_jsonl

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from llmforge.config import DataConfig, EvalConfig, EvalOptions, ModelConfig, PrepareConfig, SplitConfig
+from llmforge.config import ModelConfig
+from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.prepare import prepare
-from llmforge.eval.generate import Decoding, generate_batch, split_prompt
+from llmforge.eval.config import EvalConfig, EvalOptions
+from llmforge.eval.metrics.generate import Decoding, generate_batch, split_prompt
 from llmforge.eval.runner import evaluate
 from tests.helpers import qa_records, write_jsonl
 
@@ -51,8 +51,9 @@ def test_lm_eval_harness_runs_offline_task(tiny_model_dir: Path, monkeypatch) ->
     import pytest
 
     pytest.importorskip("lm_eval", reason="the 'lmeval' extra is not installed")
-    from llmforge.eval.harness import run_harness
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmforge.eval.harness import run_harness
 
     root = Path(__file__).resolve().parents[3]
     monkeypatch.chdir(root)  # the shipped task reads configs/lm-eval/*.jsonl relative to the repo root

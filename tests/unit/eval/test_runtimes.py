@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmforge.config import EvalConfig, EvalOptions, ModelConfig
+from llmforge.config import ModelConfig
+from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError
-from llmforge.eval.runner import evaluate, load_split, score
+from llmforge.eval.config import EvalConfig, EvalOptions
+from llmforge.eval.metrics.score import score
+from llmforge.eval.runner import evaluate
 from llmforge.models.loader import load_model, resolve_model
 from llmforge.models.reference import expand_export_runs, resolve_ref
 
@@ -110,7 +113,7 @@ def test_onnx_perplexity_and_answers_equal_pytorch(exported: Path, prepared: Pat
 
 
 def test_strided_windows_through_onnx_equal_pytorch(exported: Path, sharp_model_dir: Path, prepared: Path) -> None:
-    from llmforge.eval.runtimes import load_runtime
+    from llmforge.models.runtimes import load_runtime
 
     test = load_split(prepared, "test")
     torch_model, _ = load_model(ModelConfig(name_or_path=str(sharp_model_dir)))
@@ -145,7 +148,7 @@ def test_harness_tasks_on_an_export_are_refused(exported: Path, prepared: Path, 
 
 
 def test_tensorrt_engine_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
-    from llmforge.eval.runtimes import load_runtime
+    from llmforge.models.runtimes import load_runtime
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -177,7 +180,7 @@ def test_pytorch_runs_resolve_to_their_weights(tiny_model_dir: Path, tmp_path: P
 
 @pytest.mark.parametrize("fmt", ["onnx", "gguf-f32"])
 def test_sampling_through_each_runtime_is_seeded(exported: Path, fmt: str) -> None:
-    from llmforge.eval.runtimes import load_runtime
+    from llmforge.models.runtimes import load_runtime
 
     if fmt.startswith("gguf"):
         pytest.importorskip("llama_cpp", reason="llama-cpp-python (the 'llamacpp' extra) is not installed")

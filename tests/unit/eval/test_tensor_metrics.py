@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmforge.eval.metrics import kl_divergence, strided_nll, strided_perplexity_windows, top1_agreement, token_nll
+from llmforge.eval.metrics.tokens import (
+    kl_divergence,
+    strided_nll,
+    strided_perplexity_windows,
+    token_nll,
+    top1_agreement,
+)
 
 V = 11
 

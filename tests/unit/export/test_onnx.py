@@ -15,8 +15,8 @@ pytest.importorskip("onnxscript")
 
 from llmforge.errors import LlmforgeError  # noqa: E402
 from llmforge.export.onnx import export_onnx, quantize_onnx_int8, quantize_onnx_static  # noqa: E402
-from llmforge.export.ort_runtime import OrtCausalLM  # noqa: E402
 from llmforge.export.parity import PARITY_TEXTS, greedy_parity, logits_parity, tokenization_parity  # noqa: E402
+from llmforge.models.ort import OrtCausalLM  # noqa: E402
 from tests.helpers import corpus  # noqa: E402
 
 PROMPTS = ["alpha beta gamma", "def return class import print value list dict omega",

@@ -13,7 +13,12 @@ import torch
 from llmforge.serve.backends import kv, load_backend
 from llmforge.serve.backends.base import LoadOptions
 from llmforge.serve.engine import (
-    ContextLengthError, Engine, EngineConfig, GenerationRequest, Output, QueueFullError,
+    ContextLengthError,
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    Output,
+    QueueFullError,
 )
 from llmforge.serve.sampling import SamplingParams
 

@@ -18,7 +18,8 @@ PROMPTS = ["def add(a, b):", "class Stack:\n    def push(self, x):", "import os\
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmforge.config import ExportConfig, ExportOptions, ModelConfig
+    from llmforge.config import ModelConfig
+    from llmforge.export.config import ExportConfig, ExportOptions
     from llmforge.export.runner import export
 
     out = tmp_path_factory.mktemp("gguf") / "export"

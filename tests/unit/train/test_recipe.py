@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from llmforge.artifacts import read_manifest
-from llmforge.config import ModelConfig, TrainConfig, TrainOptions
-from llmforge.eval.runner import load_split, score
+from llmforge.config import ModelConfig, TrainOptions
+from llmforge.data.splits import load_split
+from llmforge.eval.metrics.score import score
 from llmforge.models.loader import load_model
+from llmforge.train.config import TrainConfig
 from llmforge.train.recipe import train
 
 
@@ -173,7 +175,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir: Path, prepared
 
 
 def _mean_kl(teacher, student, dataset) -> float:
-    from llmforge.eval.metrics import kl_divergence
+    from llmforge.eval.metrics.tokens import kl_divergence
 
     total = 0.0
     with torch.no_grad():
@@ -243,7 +245,8 @@ def test_two_process_ddp_equals_one_process(tiny_model_dir: Path, prepared: Path
 
 def test_tune_records_every_trial(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("optuna", reason="the 'tune' extra is not installed")
-    from llmforge.config import DataConfig, PipelineConfig, SplitConfig
+    from llmforge.data.config import DataConfig, SplitConfig
+    from llmforge.stages import PipelineConfig
     from llmforge.train.tune import SearchSpace, tune
     from tests.helpers import qa_records, write_jsonl
 

@@ -2,7 +2,8 @@
 
 The engine owns scheduling, sampling and text; a backend only turns token ids into next-token logits for a
 batch of rows whose state (a KV cache) it keeps in an object the engine passes back. Rows join and leave that
-state between decode steps, which is what makes continuous batching possible.
+state between decode steps, which is what makes continuous batching possible. The helpers below (context length,
+eos ids) read a transformers config and tokenizer the same way for every backend.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+from llmforge.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,31 @@ class Backend(Protocol):
     def select(self, state: Any, rows: list[int]) -> Any:
         """A state holding only `rows` of `state`, in that order; None when `rows` is empty."""
         ...
+
+
+def context_length(config: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_len(model_limit: int | None, requested: int | None) -> int:
+    """The served context: the model's own unless a smaller one is asked for. Never more than the model knows."""
+    if requested is not None and model_limit is not None and requested > model_limit:
+        raise ConfigError(
+            f"max_model_len {requested} is larger than the model's context length {model_limit}; "
+            f"use at most {model_limit}"
+        )
+    length = requested or model_limit
+    if length is None:
+        raise ConfigError("the model's config names no context length; set max_model_len")
+    return length
+
+
+def eos_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids |= set(extra) if isinstance(extra, (list, tuple)) else ({extra} if extra is not None else set())
+    return frozenset(int(i) for i in ids)

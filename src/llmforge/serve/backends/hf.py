@@ -11,44 +11,16 @@ from typing import Any
 
 import torch
 
-from llmforge.bench.measure import stored_weights
 from llmforge.config import ModelConfig
-from llmforge.errors import ConfigError, LlmforgeError
+from llmforge.errors import LlmforgeError
+from llmforge.models.footprint import stored_weights
 from llmforge.serve.backends import kv
-from llmforge.serve.backends.base import LoadOptions
+from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
 
 
 def _forward_params(model: Any) -> set[str]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return set(inspect.signature(base.forward).parameters)
-
-
-def context_length(config: Any) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def resolve_max_len(model_limit: int | None, requested: int | None) -> int:
-    """The served context: the model's own unless a smaller one is asked for. Never more than the model knows."""
-    if requested is not None and model_limit is not None and requested > model_limit:
-        raise ConfigError(
-            f"max_model_len {requested} is larger than the model's context length {model_limit}; "
-            f"use at most {model_limit}"
-        )
-    length = requested or model_limit
-    if length is None:
-        raise ConfigError("the model's config names no context length; set max_model_len")
-    return length
-
-
-def eos_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    extra = getattr(generation_config, "eos_token_id", None)
-    ids |= set(extra) if isinstance(extra, (list, tuple)) else ({extra} if extra is not None else set())
-    return frozenset(int(i) for i in ids)
 
 
 class TransformersBackend:

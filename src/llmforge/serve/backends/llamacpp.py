@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError, require
-from llmforge.serve.backends.base import LoadOptions
+from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
 
 
 @dataclass
@@ -107,7 +107,6 @@ def _tokenizer_source(gguf: Path) -> Path:
 def load(ref: str, opts: LoadOptions) -> LlamaCppBackend:
     from transformers import AutoConfig, AutoTokenizer
 
-    from llmforge.serve.backends.hf import context_length, eos_ids, resolve_max_len
 
     lib = require("llama_cpp", "llamacpp")
     if opts.device not in ("auto", "cpu"):

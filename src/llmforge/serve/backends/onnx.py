@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend, over `llmforge.export.ort_runtime.OrtCausalLM` (CPU).
+"""The ONNX Runtime backend, over `llmforge.models.ort.OrtCausalLM` (CPU).
 
 The export's graph takes and returns the KV cache as flat numpy arrays; they are kept as torch tensors
 (zero-copy views) so rows join and leave exactly as they do for the transformers backend.
@@ -15,8 +15,7 @@ import torch
 
 from llmforge.errors import LlmforgeError
 from llmforge.serve.backends import kv
-from llmforge.serve.backends.base import LoadOptions
-from llmforge.serve.backends.hf import context_length, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
 
 ONNX_CONFIG = "onnx_config.json"
 
@@ -65,8 +64,7 @@ class OnnxBackend:
 def load(directory: str, opts: LoadOptions) -> OnnxBackend:
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from llmforge.export.ort_runtime import OrtCausalLM
-    from llmforge.serve.backends.hf import eos_ids
+    from llmforge.models.ort import OrtCausalLM
 
     if opts.device not in ("auto", "cpu"):
         raise LlmforgeError(f"the onnx backend runs on the CPU; device '{opts.device}' is not available to it")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmforge.eval.metrics import IGNORE
+from llmforge.data.tokenize import IGNORE
 from llmforge.progress import begin
 
 
@@ -38,9 +38,9 @@ def split_prompt(input_ids: list[int], labels: list[int], eos_id: int | None) ->
 
 
 def generate_batch(model: Any, tokenizer: Any, prompts: list[list[int]], decoding: Decoding) -> list[list[int]]:
-    """Batched generation through the model's runtime (a torch model or `llmforge.eval.runtimes.Runtime`);
+    """Batched generation through the model's runtime (a torch model or `llmforge.models.runtimes.Runtime`);
     returns only the new tokens, cut at eos."""
-    from llmforge.eval.runtimes import as_runtime
+    from llmforge.models.runtimes import as_runtime
 
     runtime = as_runtime(model)
     step = runtime.max_batch or len(prompts)

@@ -73,7 +73,7 @@ class TorchRuntime:
 
 @dataclass
 class OrtRuntime:
-    ort: Any  # llmforge.export.ort_runtime.OrtCausalLM
+    ort: Any  # llmforge.models.ort.OrtCausalLM
     name: str = "onnxruntime"
     max_batch: int | None = None
 
@@ -178,7 +178,7 @@ def load_runtime(ref: ModelRef, model: ModelConfig | None = None, *, context: in
         torch_model, tokenizer = load_model(cfg, merge_adapter=merge_adapter)
         return TorchRuntime(torch_model), tokenizer
     if ref.runtime == "onnxruntime":
-        from llmforge.export.ort_runtime import OrtCausalLM
+        from llmforge.models.ort import OrtCausalLM
 
         return OrtRuntime(OrtCausalLM.load(ref.path, threads=threads)), _tokenizer(ref.tokenizer, ref)
     if ref.runtime == "llamacpp":

@@ -3,7 +3,7 @@ of per-sample perplexities.
 
 Tensor metrics live here: token NLL, perplexity, strided (sliding-window) NLL, and parent-vs-child agreement
 (KL divergence, top-1 agreement) for judging a compressed model against its parent. Text metrics (ROUGE, exact
-match, syntax validity, repetition) live in text_metrics.py.
+match, syntax validity, repetition) live in text.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from llmforge.data.tokenize import IGNORE  # the label of a token that is not scored (transformers' -100)
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:

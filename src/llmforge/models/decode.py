@@ -51,7 +51,7 @@ def pytorch_runtime(model_dir: Path, threads: int) -> Generate:
 
 
 def onnx_runtime(directory: Path, threads: int) -> Generate:
-    from llmforge.export.ort_runtime import OrtCausalLM
+    from llmforge.models.ort import OrtCausalLM
 
     ort = OrtCausalLM.load(directory, threads=threads)
     return lambda prompt, n: ort.generate([prompt], n)  # no eos id: always n tokens

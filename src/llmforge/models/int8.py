@@ -36,6 +36,8 @@ QUANT_METHOD = "llmforge"
 WEIGHTS_FILE = "model-int8.safetensors"
 FORMAT = "int8-per-channel-symmetric"
 KERNELS = ("torch", "torchao")
+# Measured by benchmarks/compress.py on this project's CPUs: torch's own int8 kernels beat torchao's there.
+DEFAULT_CPU_KERNEL = "torch"
 # torch._weight_int8pack_mm's time grows linearly with the rows (measured on AVX-512 EPYC, torch 2.13: at 8 rows
 # of a 49k x 576 head it was already slower than dequantize + fp32 GEMM, and 40x slower at 256 rows).
 INT8PACK_MAX_ROWS = 4
@@ -208,7 +210,7 @@ def is_int8_dir(path: Path) -> bool:
     return qconfig.get("quant_method") == QUANT_METHOD
 
 
-def load_int8(path: Path, kernel: str = "torch") -> nn.Module:
+def load_int8(path: Path, kernel: str = DEFAULT_CPU_KERNEL) -> nn.Module:
     """Rebuild the model from config.json and the int8 safetensors, with `kernel` computing the linear layers."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
