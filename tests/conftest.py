@@ -46,3 +46,37 @@ def prepared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                         data=DataConfig(path=[str(data)], split=SplitConfig(validation=0.1, test=0.1)),
                         output_dir=root / "prep")
     return prepare(cfg).output_dir
+
+
+@pytest.fixture(scope="session")
+def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with larger weights (std 0.15): at the default init (0.02) every next token is the same
+    whatever the context, which would let a runtime that ignores the context, or a broken cache, pass."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in (p for p in model.parameters() if p.dim() == 2):
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.15)
+    out = tmp_path_factory.mktemp("sharp")
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sharp_onnx_dir(sharp_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sharp_model_dir` exported to ONNX once for the session (~4 s); tests copy it before writing next to it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from llmforge.config import ModelConfig
+    from llmforge.export.onnx import export_onnx
+    from llmforge.models.loader import load_model
+
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(sharp_model_dir), dtype="float32"))
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    facts = export_onnx(model.eval(), tokenizer, out)
+    assert facts["opset"] >= 17 and "model.onnx_data" in facts["files"]
+    return out

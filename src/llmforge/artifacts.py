@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,25 @@ def parent_ref(path: Path) -> dict[str, Any]:
         "kind": manifest.get("kind"),
         "manifest_sha256": sha256_file(Path(path) / MANIFEST),
     }
+
+
+def lineage(model: str | Path | None = None, data: Path | None = None) -> dict[str, Any]:
+    """`parents` and `dataset_fingerprint` (RunDir's keywords) of a run made from `model` (a parent when it is a
+    run directory) and the prepared dataset `data`."""
+    parents = [Path(model)] if model is not None and is_run_dir(Path(model)) else []
+    if data is not None:
+        parents.append(Path(data))
+    return {"parents": parents,
+            "dataset_fingerprint": read_manifest(data).get("dataset_fingerprint") if data is not None else None}
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What every stage returns: its published run directory and the numbers it wrote to metrics.json."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    cached: bool = False  # an identical finished run was already there and is returned as it is (prepare)
 
 
 class RunDir:

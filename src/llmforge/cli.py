@@ -1,4 +1,9 @@
-"""The `llmforge` command: a table of commands -> library calls. Logic lives in the library."""
+"""The `llmforge` command: a table of commands -> library calls. Logic lives in the library.
+
+Each command parses its flags into the pipeline config (`_config`), asks `llmforge.stages.Stages` for its stage's
+config, calls the stage with the terminal's hooks (`ui.hooks()`: stage headings, progress bars, training progress)
+and shows the result.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from llmforge.errors import LlmforgeError
-from llmforge.stages import PipelineConfig, load_config, stage_dirs
+from llmforge.stages import PipelineConfig, Stages, load_config
 
 app = typer.Typer(
     help="llmforge: prepare, fine-tune, evaluate, compress, export and serve language models.",
@@ -43,16 +48,13 @@ def prepare(
     set_: SetOpt = None,
 ) -> None:
     """Validate, split, render and tokenize data; print the lint report."""
-    from llmforge.data.config import PrepareConfig
     from llmforge.data.prepare import prepare as run_prepare
-    from llmforge.ui import progress_bar, show_lint, show_preview
+    from llmforge.ui import hooks, show_lint, show_preview
 
     cfg = _config(config, set_, data__path=data, data__validation_path=eval_data, data__test_path=test_data,
                   model__name_or_path=model, data__format=format, data__max_length=max_length)
-    out = output or stage_dirs(cfg)["prepare"]
-    with progress_bar("preparing") as advance:
-        result = run_prepare(PrepareConfig(model=cfg.model, data=cfg.data, output_dir=out), progress=advance)
-    show_lint(result.report, result.output_dir, result.cached)
+    result = run_prepare(Stages(cfg).prepare(output), hooks())
+    show_lint(result.metrics, result.output_dir, result.cached)
     if preview:
         show_preview(result.output_dir, cfg.model, preview)
 
@@ -73,15 +75,12 @@ def train(
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
-    from llmforge.train.config import TrainConfig
     from llmforge.train.recipe import train as run_train
-    from llmforge.ui import show_metrics, train_progress
+    from llmforge.ui import hooks, show_metrics
 
     cfg = _config(config, set_, model__name_or_path=model, train__method=method, train__epochs=epochs,
                   train__max_steps=max_steps, train__learning_rate=learning_rate)
-    dirs = stage_dirs(cfg)
-    tcfg = TrainConfig(model=cfg.model, data=data or dirs["prepare"], train=cfg.train,
-                       output_dir=output or dirs["train"])
+    tcfg = Stages(cfg).train(data, output)
     if dry_run:
         from llmforge.train.estimate import estimate
         from llmforge.ui import show_estimate
@@ -93,7 +92,7 @@ def train(
 
         result = launch(tcfg, nproc, resume=resume)
     else:
-        result = run_train(tcfg, callbacks=[train_progress()], resume=resume)
+        result = run_train(tcfg, hooks(), resume=resume)
     show_metrics("training", result.metrics, result.output_dir)
 
 
@@ -110,18 +109,13 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """Score a model: token-weighted perplexity over the responses of a prepared split, and more."""
-    from llmforge.eval.config import EvalConfig
     from llmforge.eval.runner import evaluate as run_eval
-    from llmforge.ui import progress_bar, show_metrics
+    from llmforge.ui import hooks, show_metrics
 
     tasks = [t.strip() for t in harness_tasks.split(",") if t.strip()] if harness_tasks else None
     cfg = _config(config, set_, model__name_or_path=model, eval__split=split, eval__generate_samples=generate,
                   eval__harness_tasks=tasks, eval__harness_include=str(harness_include) if harness_include else None)
-    dirs = stage_dirs(cfg)
-    ecfg = EvalConfig(model=cfg.model, data=data or dirs["prepare"], eval=cfg.eval,
-                      output_dir=output or cfg.output_dir / "eval")
-    with progress_bar("scoring") as advance:
-        result = run_eval(ecfg, progress=advance)
+    result = run_eval(Stages(cfg).eval(data=data, output=output), hooks())
     show_metrics("evaluation", result.metrics, result.output_dir)
 
 
@@ -140,15 +134,15 @@ def compress(
     set_: SetOpt = None,
 ) -> None:
     """Quantize or prune a model; each variant's size and quality are measured against its parent."""
-    from llmforge.compress.config import CompressConfig, CompressOptions
-    from llmforge.compress.runner import compress as run_compress
+    from llmforge.compress.config import CompressOptions
     from llmforge.config import apply_overrides, validate
-    from llmforge.ui import progress_bar, show, show_metrics, stage, table, train_progress
+    from llmforge.pipeline import compress as run_compress
+    from llmforge.ui import hooks, show, show_metrics, table
 
     # `--set compress.<key>=v` applies to every variant; other keys to the pipeline config.
     ours = [o.removeprefix("compress.") for o in set_ or [] if o.startswith("compress.")]
     cfg = _config(config, [o for o in set_ or [] if not o.startswith("compress.")], model__name_or_path=model)
-    dirs = stage_dirs(cfg)
+    stages = Stages(cfg)
     if method or scheme or prune:
         raw = {"method": method or ("prune" if prune else "quantize"), "quantize": {"scheme": scheme} if scheme else {},
                "prune": {k: v for k, v in {"method": prune, "sparsity": sparsity, "recovery": recovery}.items() if v}}
@@ -156,14 +150,9 @@ def compress(
     else:
         raws = [v.model_dump(mode="json") for v in cfg.compress] or [{}]
     variants = [validate(CompressOptions, apply_overrides(r, ours), "compress flags") for r in raws]
-    parent = model or (str(dirs["train"]) if (dirs["train"] / "manifest.json").is_file() else cfg.model.name_or_path)
-    prepared = data or (dirs["prepare"] if (dirs["prepare"] / "manifest.json").is_file() else None)
     for opts in variants:
-        out = output if output and len(variants) == 1 else (output or dirs["compress"]) / opts.variant_name()
-        ccfg = CompressConfig(model=cfg.model.model_copy(update={"name_or_path": parent}), data=prepared,
-                              compress=opts, output_dir=out)
-        with progress_bar("measuring") as advance:
-            result = run_compress(ccfg, callbacks=[train_progress()], stage=stage, progress=advance)
+        out = output if output and len(variants) == 1 else (output / opts.variant_name() if output else None)
+        result = run_compress(stages.compress(opts, model=model, data=data, output=out), hooks())
         show_metrics(f"compress: {opts.variant_name()}", result.metrics, result.output_dir)
         if "layer_sparsity" in result.metrics:
             show(table("zeroed share of each layer's weights", [{"layer": k, "sparsity": v} for k, v in
@@ -182,21 +171,11 @@ def export_command(
     set_: SetOpt = None,
 ) -> None:
     """Write ONNX (KV cache), GGUF (llama.cpp, Ollama) or TensorRT; check each against PyTorch (parity)."""
-    from llmforge.config import validate
-    from llmforge.export.config import ExportConfig
     from llmforge.export.runner import export as run_export
-    from llmforge.ui import progress_bar, show_export, stage
+    from llmforge.ui import hooks, show_export
 
     cfg = _config(config, set_, model__name_or_path=model, export__formats=format)
-    dirs = stage_dirs(cfg)
-    parent = model or (str(dirs["train"]) if (dirs["train"] / "manifest.json").is_file() else cfg.model.name_or_path)
-    prepared = data or (dirs["prepare"] if (dirs["prepare"] / "manifest.json").is_file() else None)
-    options = cfg.export if cfg.export.formats else ExportConfig().export
-    ecfg = validate(ExportConfig, {"model": {**cfg.model.model_dump(mode="json"), "name_or_path": parent},
-                                   "data": prepared, "export": options.model_dump(mode="json"),
-                                   "output_dir": output or dirs["export"]}, "export")
-    with progress_bar("parity") as advance:
-        result = run_export(ecfg, stage=stage, progress=advance)
+    result = run_export(Stages(cfg).export(model=model, data=data, output=output), hooks())
     show_export(result.metrics, result.output_dir)
 
 
@@ -250,13 +229,10 @@ def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: Se
     compress (each `compress:` variant, measured against the fine-tuned model) and export (each
     `export.formats` entry, with parity against PyTorch). Prints a summary and writes summary.json.
     """
-    from llmforge.pipeline import Hooks
     from llmforge.pipeline import run as run_pipeline
-    from llmforge.ui import progress_bar, show_summary, stage, train_progress
+    from llmforge.ui import hooks, show_summary
 
-    cfg = _config(config, set_)
-    hooks = Hooks(stage=stage, train_callbacks=lambda: [train_progress()], progress=progress_bar)
-    show_summary(run_pipeline(cfg, hooks))
+    show_summary(run_pipeline(_config(config, set_), hooks()))
 
 
 @app.command()
@@ -270,16 +246,14 @@ def demo(
     """Run the whole lifecycle offline on the embedded demo model and stdlib-derived data."""
     from llmforge.config import apply_overrides, validate
     from llmforge.demo import demo_config, real_demo_config, run_demo, run_real_demo
-    from llmforge.pipeline import Hooks
-    from llmforge.ui import progress_bar, show_summary, stage, train_progress
+    from llmforge.ui import hooks, show_summary
 
     if real and output == Path("runs/demo"):
         output = Path("runs/demo-real")
     base = real_demo_config(output) if real else demo_config(output)
     data = apply_overrides(base.model_dump(mode="json"), set_ or [])
     cfg = validate(PipelineConfig, data, "demo --set")
-    hooks = Hooks(stage=stage, train_callbacks=lambda: [train_progress()], progress=progress_bar)
-    summary = (run_real_demo if real else run_demo)(cfg, hooks)
+    summary = (run_real_demo if real else run_demo)(cfg, hooks())
     show_summary(summary, total_seconds=summary["demo_seconds"])
     if real:
         from llmforge.demo import real_rows
@@ -296,7 +270,7 @@ def build_demo_base(
 ) -> None:
     """Rebuild the embedded demo model: tokenizer + pretraining on the stdlib, all with llmforge."""
     from llmforge.demo import build_base
-    from llmforge.models.loader import DEMO_DIR
+    from llmforge.models.reference import DEMO_DIR
     from llmforge.ui import show_metrics, stage, train_progress
 
     provenance = build_base(output or DEMO_DIR, work_dir, max_steps=max_steps, callbacks=[train_progress()],
@@ -311,7 +285,7 @@ def tune(
     set_: SetOpt = None,
 ) -> None:
     """Search learning rate, LoRA rank and epochs with Optuna (objective: eval loss); every trial recorded."""
-    from llmforge.train.tune import tune as run_tune
+    from llmforge.tune import tune as run_tune
     from llmforge.ui import show, table
 
     result = run_tune(_config(config, set_), trials)
@@ -344,12 +318,10 @@ def bench_command(
     from llmforge.bench.config import BenchConfig
     from llmforge.bench.runner import bench, failures
     from llmforge.config import apply_overrides, validate
-    from llmforge.ui import progress_bar, show_markdown
+    from llmforge.ui import hooks, show_markdown
 
     raw = apply_overrides({"models": model, "data": data, "output_dir": output}, set_ or [])
-    cfg = validate(BenchConfig, raw, "bench")
-    with progress_bar("benchmarking", total=len(cfg.models)) as advance:
-        result = bench(cfg, progress=advance)
+    result = bench(validate(BenchConfig, raw, "bench"), hooks())
     show_markdown((result.output_dir / "report.md").read_text(), result.output_dir / "report.html")
     if failures(result):  # the report names each failed variant and why; the others' results are kept
         raise typer.Exit(1)

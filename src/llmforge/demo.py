@@ -27,6 +27,7 @@ from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.sources import docstring_function_records, module_split, stdlib_text_records
 from llmforge.eval.config import EvalOptions
 from llmforge.export.config import ExportOptions
+from llmforge.progress import Hooks
 from llmforge.stages import PipelineConfig
 from llmforge.train.config import TrainConfig
 
@@ -261,7 +262,7 @@ def build_base(
         train=TrainOptions(method="full", max_steps=max_steps, learning_rate=3e-3, batch_size=8,
                            warmup_ratio=0.03, weight_decay=0.1, batching="padded", logging_steps=25),
         output_dir=work_dir / "pretrain",
-    ), callbacks=callbacks)
+    ), Hooks(train_callbacks=lambda: list(callbacks or [])))
     staging = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(result.output_dir / "model", staging)

@@ -6,38 +6,32 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmforge.artifacts import write_json
-from llmforge.compress.config import CompressConfig
-from llmforge.config import ModelConfig
-from llmforge.data.config import PrepareConfig
-from llmforge.data.prepare import PrepareResult, prepare
-from llmforge.eval.config import EvalConfig
-from llmforge.eval.runner import EvalResult, evaluate
+from llmforge.artifacts import StageResult, write_json
+from llmforge.data.prepare import prepare
+from llmforge.eval.runner import evaluate
 from llmforge.eval.success import counted_speedup
-from llmforge.export.config import ExportConfig
-from llmforge.stages import PipelineConfig, stage_dirs
-from llmforge.train.config import TrainConfig
-from llmforge.train.recipe import TrainResult, train
+from llmforge.progress import Hooks
+from llmforge.stages import PipelineConfig, Stages
+from llmforge.train.recipe import fine_tune, train
+
+if TYPE_CHECKING:
+    from llmforge.compress.config import CompressConfig
 
 
-@dataclass
-class Hooks:
-    """Presentation hooks the CLI passes in; the library itself never prints."""
+def compress(cfg: CompressConfig, hooks: Hooks | None = None) -> StageResult:
+    """`llmforge.compress`: the compress stage, handed the train stage for its recovery fine-tunes."""
+    from llmforge.compress.runner import compress as compress_stage
 
-    stage: Callable[[str], None] = lambda name: None
-    train_callbacks: Callable[[], list[Any]] = list
-    # A fresh progress reporter per stage (see llmforge.progress), used as a context manager; None: no progress.
-    progress: Callable[[str], AbstractContextManager[Any]] = lambda name: nullcontext(None)
+    return compress_stage(cfg, hooks, fine_tune=fine_tune)
 
 
 def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
     hooks = hooks or Hooks()
-    dirs = stage_dirs(cfg)
+    stages = Stages(cfg)
+    dirs = stages.dirs
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -48,21 +42,11 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         timings[name] = time.perf_counter() - t
         return result
 
-    def reported(name: str, fn: Callable[[Any], Any]) -> Any:
-        with hooks.progress(name) as progress:
-            return fn(progress)
-
-    prepared: PrepareResult = timed("prepare", lambda: reported("preparing", lambda p: prepare(
-        PrepareConfig(model=cfg.model, data=cfg.data, output_dir=dirs["prepare"]), progress=p)))
-    base: EvalResult = timed("eval base", lambda: reported("scoring", lambda p: evaluate(
-        EvalConfig(model=cfg.model, data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_base"]),
-        progress=p)))
-    trained: TrainResult = timed("train", lambda: train(
-        TrainConfig(model=cfg.model, data=dirs["prepare"], train=cfg.train, output_dir=dirs["train"]),
-        callbacks=hooks.train_callbacks()))
-    tuned: EvalResult = timed("eval fine-tuned", lambda: reported("scoring", lambda p: evaluate(
-        EvalConfig(model=ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])}),
-                   data=dirs["prepare"], eval=cfg.eval, output_dir=dirs["eval_finetuned"]), progress=p)))
+    prepared = timed("prepare", lambda: prepare(stages.prepare(), hooks))
+    base = timed("eval base", lambda: evaluate(stages.eval(output=dirs["eval_base"]), hooks))
+    trained = timed("train", lambda: train(stages.train(), hooks))
+    tuned = timed("eval fine-tuned", lambda: evaluate(
+        stages.eval(model=dirs["train"], output=dirs["eval_finetuned"]), hooks))
     base_ppl, tuned_ppl = base.metrics["perplexity"], tuned.metrics["perplexity"]
     summary = {
         "name": cfg.name,
@@ -74,7 +58,7 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         "train_tokens_per_second": trained.metrics["train_tokens_per_second"],
         "train_runtime_seconds": trained.metrics["train_runtime_seconds"],
         "prepare_cached": prepared.cached,
-        "samples": prepared.report["samples"],
+        "samples": prepared.metrics["samples"],
         "stage_seconds": timings,
         "wall_seconds": time.perf_counter() - started,
         "artifacts": {name: str(dirs[name]) for name in ("prepare", "eval_base", "train", "eval_finetuned")},
@@ -104,18 +88,11 @@ COMPRESSION_KEYS = ("size_bytes", "size_ratio", "parameters", "parameter_reducti
 
 def compress_variants(cfg: PipelineConfig, hooks: Hooks) -> dict[str, dict[str, Any]]:
     """Each `compress:` variant of the fine-tuned model, in its own run directory; their headline numbers."""
-    from llmforge.compress.runner import compress
-
-    dirs = stage_dirs(cfg)
-    model = ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])})
+    stages = Stages(cfg)
     results = {}
     for opts in cfg.compress:
-        name = opts.variant_name()
-        with hooks.progress("measuring") as progress:
-            result = compress(CompressConfig(model=model, data=dirs["prepare"], compress=opts,
-                                             output_dir=dirs["compress"] / name),
-                              callbacks=hooks.train_callbacks(), stage=hooks.stage, progress=progress)
-        results[name] = {k: result.metrics[k] for k in COMPRESSION_KEYS if k in result.metrics}
+        result = compress(stages.compress(opts, model=stages.dirs["train"]), hooks)
+        results[opts.variant_name()] = {k: result.metrics[k] for k in COMPRESSION_KEYS if k in result.metrics}
     return results
 
 
@@ -123,11 +100,8 @@ def export_model(cfg: PipelineConfig, hooks: Hooks) -> dict[str, Any]:
     """The fine-tuned model in `export.formats`, each with its parity result."""
     from llmforge.export.runner import export
 
-    dirs = stage_dirs(cfg)
-    model = ModelConfig(**{**cfg.model.model_dump(), "name_or_path": str(dirs["train"])})
-    with hooks.progress("parity") as progress:
-        result = export(ExportConfig(model=model, data=dirs["prepare"], export=cfg.export,
-                                     output_dir=dirs["export"]), stage=hooks.stage, progress=progress)
+    stages = Stages(cfg)
+    result = export(stages.export(model=stages.dirs["train"]), hooks)
     keep = ("bytes", "max_abs_logits_diff", "top1_agreement", "greedy_identical", "tokenization_identical",
             "perplexity_change", "gate_failures", "passed", "llama_cpp", "decode_tokens_per_second",
             "speedup_vs_pytorch")

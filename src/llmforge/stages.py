@@ -11,11 +11,12 @@ from typing import Any
 
 from pydantic import Field
 
-from llmforge.compress.config import CompressOptions
+from llmforge.compress.config import CompressConfig, CompressOptions
 from llmforge.config import ModelConfig, Section, TrainOptions, load
-from llmforge.data.config import DataConfig
-from llmforge.eval.config import EvalOptions
-from llmforge.export.config import ExportOptions
+from llmforge.data.config import DataConfig, PrepareConfig
+from llmforge.eval.config import EvalConfig, EvalOptions
+from llmforge.export.config import ExportConfig, ExportOptions
+from llmforge.train.config import TrainConfig
 
 
 class PipelineConfig(Section):
@@ -52,3 +53,57 @@ def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
         "compress": out / "compress",
         "export": out / "export",
     }
+
+
+class Stages:
+    """Each stage's config from one pipeline config: the only place a pipeline config becomes a stage config.
+
+    The pipeline (`llmforge run`) and every stage command build their configs here, so a stage run alone reads the
+    same sections and writes to the same place as in the pipeline. `model`, `data` and `output` override the
+    pipeline's choice. A stage that works on the fine-tuned model (eval, compress, export) takes the pipeline's train
+    run when it has finished, else the configured model; its data is the pipeline's prepared dataset when that
+    exists (`data_if_prepared`).
+    """
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.dirs = stage_dirs(cfg)
+
+    def model(self, name_or_path: str | Path | None = None) -> ModelConfig:
+        """The pipeline's model section, pointing at `name_or_path` when given (dtype, revision etc. kept)."""
+        if name_or_path is None:
+            return self.cfg.model
+        return self.cfg.model.model_copy(update={"name_or_path": str(name_or_path)})
+
+    def trained(self) -> str:
+        """The fine-tuned model: the pipeline's train run when it has finished, else the configured model."""
+        train = self.dirs["train"]
+        return str(train) if (train / "manifest.json").is_file() else self.cfg.model.name_or_path
+
+    def data_if_prepared(self) -> Path | None:
+        prepared = self.dirs["prepare"]
+        return prepared if (prepared / "manifest.json").is_file() else None
+
+    def prepare(self, output: Path | None = None) -> PrepareConfig:
+        return PrepareConfig(model=self.cfg.model, data=self.cfg.data, output_dir=output or self.dirs["prepare"])
+
+    def train(self, data: Path | None = None, output: Path | None = None) -> TrainConfig:
+        return TrainConfig(model=self.cfg.model, data=data or self.dirs["prepare"], train=self.cfg.train,
+                           output_dir=output or self.dirs["train"])
+
+    def eval(self, model: str | Path | None = None, data: Path | None = None,
+             output: Path | None = None) -> EvalConfig:
+        return EvalConfig(model=self.model(model), data=data or self.dirs["prepare"], eval=self.cfg.eval,
+                          output_dir=output or self.cfg.output_dir / "eval")
+
+    def compress(self, options: CompressOptions, model: str | Path | None = None, data: Path | None = None,
+                 output: Path | None = None) -> CompressConfig:
+        return CompressConfig(model=self.model(model or self.trained()), data=data or self.data_if_prepared(),
+                              compress=options, output_dir=output or self.dirs["compress"] / options.variant_name())
+
+    def export(self, model: str | Path | None = None, data: Path | None = None,
+               output: Path | None = None) -> ExportConfig:
+        options = self.cfg.export if self.cfg.export.formats else ExportConfig.model_fields["export"].get_default(
+            call_default_factory=True)
+        return ExportConfig(model=self.model(model or self.trained()), data=data or self.data_if_prepared(),
+                            export=options, output_dir=output or self.dirs["export"])

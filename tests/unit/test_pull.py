@@ -15,11 +15,12 @@ pytest.importorskip("gguf")
 
 from llmforge.artifacts import sha256_file  # noqa: E402
 from llmforge.config import ModelConfig  # noqa: E402
-from llmforge.stages import load_config  # noqa: E402
 from llmforge.errors import LlmforgeError  # noqa: E402
 from llmforge.models import presets  # noqa: E402
-from llmforge.models.loader import load_model, load_tokenizer, resolve_model  # noqa: E402
+from llmforge.models.loader import load_model, load_tokenizer  # noqa: E402
 from llmforge.models.pull import PullConfig, pull  # noqa: E402
+from llmforge.models.reference import resolve_model  # noqa: E402
+from llmforge.stages import load_config  # noqa: E402
 from tests.helpers import generate_in_fresh_process  # noqa: E402
 
 NAME, PACKAGE, VERSION = "tiny-test", "llm-tinytest", "0.1.0"

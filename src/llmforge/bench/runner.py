@@ -12,25 +12,16 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from llmforge.artifacts import RunDir, write_atomic, write_json
+from llmforge.artifacts import RunDir, StageResult, write_atomic, write_json
 from llmforge.bench.config import BenchConfig
 from llmforge.bench.measure import machine_read_bandwidth
 from llmforge.bench.report import markdown, write_report
-from llmforge.models.footprint import artifact_bytes
-from llmforge.models.reference import expand_export_runs, resolve_ref
-from llmforge.progress import begin
+from llmforge.models.reference import artifact_bytes, expand_export_runs, resolve_ref
+from llmforge.progress import Hooks, begin
 
 PARTIAL = "partial"  # the variants measured so far, while the bench runs; kept if it dies
-
-
-@dataclass
-class BenchResult:
-    output_dir: Path
-    variants: list[dict[str, Any]]
 
 
 def parse_variant(text: str) -> tuple[str, str]:
@@ -68,8 +59,15 @@ def variants_of(models: list[str]) -> list[tuple[str, str]]:
     return [pair for text in models for pair in expand_export_runs(*parse_variant(text))]
 
 
-def bench(cfg: BenchConfig, progress: Any = None) -> BenchResult:
+def bench(cfg: BenchConfig, hooks: Hooks | None = None) -> StageResult:
+    """Measure every variant of `cfg.models`, each in a fresh process; metrics: the machine and every variant."""
+    with (hooks or Hooks()).progress("benchmarking") as progress:
+        return _bench(cfg, progress)
+
+
+def _bench(cfg: BenchConfig, progress: Any) -> StageResult:
     variants = variants_of(cfg.models)
+    begin(progress, "benchmarking", len(variants))
     refs = [resolve_ref(model) for _, model in variants]  # fail fast on a bad reference, before minutes of measuring
     bandwidth = machine_read_bandwidth()
     machine = {"read_bandwidth_gbps": bandwidth / 1e9}
@@ -89,13 +87,13 @@ def bench(cfg: BenchConfig, progress: Any = None) -> BenchResult:
                 progress(1)
         write_report(results, machine, run.staging)
         shutil.rmtree(run.staging / PARTIAL, ignore_errors=True)  # metrics.json and the report hold them now
-        run.finish({"machine": machine, "variants": results,
-                    "failed": [r["name"] for r in results if r.get("error")]})
-    return BenchResult(cfg.output_dir, results)
+        metrics = {"machine": machine, "variants": results, "failed": [r["name"] for r in results if r.get("error")]}
+        run.finish(metrics)
+    return StageResult(cfg.output_dir, metrics)
 
 
-def failures(result: BenchResult) -> list[dict[str, Any]]:
-    return [v for v in result.variants if v.get("error")]
+def failures(result: StageResult) -> list[dict[str, Any]]:
+    return [v for v in result.metrics["variants"] if v.get("error")]
 
 
 def _add_roofline(result: dict[str, Any], model: str, bandwidth: float) -> None:

@@ -45,7 +45,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         **measure(runtime, len(tokenizer), opts),
     }
     if test is not None:
-        from llmforge.eval.metrics.score import score
+        from llmforge.metrics.score import score
 
         result["perplexity"] = score(runtime, test)["perplexity"]
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB

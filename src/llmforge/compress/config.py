@@ -22,7 +22,7 @@ class QuantizeOptions(Section):
     )
     kernel: Literal["auto", "torch", "torchao"] = Field(
         "auto", description="Kernels for int8 in PyTorch: torch (torch.ao / int8pack), torchao (the 'torchao' "
-        "extra); auto picks what bench/compress.py measured faster on CPU (torch).",
+        "extra); auto picks what benchmarks/compress.py measured faster on CPU (torch).",
     )
     smoothquant: float | None = Field(
         0.5, ge=0, le=1, description="int8-dynamic: SmoothQuant migration strength alpha, calibrated on training "
@@ -50,7 +50,7 @@ class QuantizeOptions(Section):
     gate: QualityGate = Field(default_factory=lambda: QualityGate(),
                               description="Quality limits against the parent; a variant outside them is failed.")
 
-RECOVERY_DEFAULTS: dict[str, Any] = {  # a short, gentle fine-tune: measured on the demo by bench/compress.py
+RECOVERY_DEFAULTS: dict[str, Any] = {  # a short, gentle fine-tune: measured on the demo by benchmarks/compress.py
     "method": "full", "max_steps": 150, "learning_rate": 5e-5, "warmup_ratio": 0.05,
     "distill": {"alpha": 1.0, "temperature": 1.0},
 }
@@ -74,7 +74,7 @@ class PruneOptions(Section):
     )
     heads: bool = Field(
         False, description="Structured: also remove attention heads, where GQA groups allow it. Off by default: "
-        "a head is a large, coarse unit (half the heads of the demo model's GQA groups), and bench/compress.py "
+        "a head is a large, coarse unit (half the heads of the demo model's GQA groups), and benchmarks/compress.py "
         "measured it costing far more quality per removed weight than MLP channels.",
     )
     steps: int = Field(4, ge=1, description="Gradual: pruning stages (cubic schedule), each followed by fine-tuning.")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from llmforge.eval.metrics.tokens import IGNORE, kl_divergence, perplexity, token_nll, top1_agreement
+from llmforge.metrics.tokens import IGNORE, kl_divergence, perplexity, token_nll, top1_agreement
 from llmforge.progress import begin
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (input_ids, attention_mask) -> (B, T, V)
@@ -76,8 +76,8 @@ def compare_generations(parent: Any, child: Any, tokenizer: Any, dataset: Any, m
                         ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy answers of both models: ROUGE against the references, and the variant's ROUGE-L against the
     parent's answers (how much of the parent's behaviour survived)."""
-    from llmforge.eval.metrics.generate import Decoding, generate_samples
-    from llmforge.eval.metrics.text import rouge
+    from llmforge.metrics.generate import Decoding, generate_samples
+    from llmforge.metrics.text import rouge
 
     decoding = Decoding(max_new_tokens=max_new_tokens)
     theirs = generate_samples(parent, tokenizer, dataset, decoding, batch_size, progress)

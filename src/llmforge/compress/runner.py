@@ -14,19 +14,19 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.artifacts import RunDir, StageResult, lineage
 from llmforge.compress.config import CompressConfig, PruneOptions
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.errors import LlmforgeError
-from llmforge.models.footprint import artifact_bytes, stored_weights, weight_file_bytes
+from llmforge.models.footprint import stored_weights, weight_file_bytes
 from llmforge.models.loader import load_model
-from llmforge.progress import Counted, Progress, begin
+from llmforge.models.reference import artifact_bytes
+from llmforge.progress import Counted, Hooks, Progress, begin
 
 Stage = Callable[[str], None]
 
@@ -38,12 +38,6 @@ class FineTune(Protocol):
         ...
 UNSTRUCTURED_NOTE = ("unstructured sparsity zeroes weights inside dense tensors: the file and the latency are "
                      "those of the parent; it pays off only with sparse formats and kernels")
-
-
-@dataclass
-class CompressResult:
-    output_dir: Path
-    metrics: dict[str, Any]
 
 
 def _splits(cfg: CompressConfig) -> tuple[Any, Any]:
@@ -198,16 +192,22 @@ def load_variant(model_dir: Path, model_cfg: ModelConfig) -> Any:
     return model
 
 
-def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Stage = lambda name: None,
-             progress: Progress | None = None, fine_tune: FineTune | None = None) -> CompressResult:
+def compress(cfg: CompressConfig, hooks: Hooks | None = None, fine_tune: FineTune | None = None) -> StageResult:
+    """Make the variant `cfg.compress` describes and measure it against its parent. A recovery or gradual
+    fine-tune needs `fine_tune` (see `FineTune`)."""
+    hooks = hooks or Hooks()
+    with hooks.progress("measuring") as progress:
+        return _compress(cfg, hooks.train_callbacks(), hooks.stage, progress, fine_tune)
+
+
+def _compress(cfg: CompressConfig, callbacks: list[Any], stage: Stage, progress: Progress | None,
+              fine_tune: FineTune | None) -> StageResult:
     started = time.perf_counter()
     opts = cfg.compress
     parent, tokenizer = load_model(cfg.model, merge_adapter=True)
     calib, held_out = _splits(cfg)
-    parents = [Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else []
-    fingerprint = read_manifest(cfg.data).get("dataset_fingerprint") if cfg.data else None
     with RunDir(cfg.output_dir, kind="model", command="compress", config=cfg,
-                parents=parents + ([cfg.data] if cfg.data else []), dataset_fingerprint=fingerprint) as run:
+                **lineage(cfg.model.name_or_path, cfg.data)) as run:
         stage(f"{opts.method}: {opts.variant_name()}")
         if opts.method == "quantize":
             model_dir, facts = _quantize(parent, tokenizer, cfg, run, calib, progress)
@@ -239,5 +239,5 @@ def compress(cfg: CompressConfig, callbacks: list[Any] | None = None, stage: Sta
         run.extra = {"model_dir": str(model_dir), "method": opts.method, "variant": opts.variant_name(),
                      "base_model": cfg.model.name_or_path}
         run.finish(metrics)
-    return CompressResult(cfg.output_dir, metrics)
+    return StageResult(cfg.output_dir, metrics)
 

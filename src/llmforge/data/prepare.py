@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 
 from llmforge import __version__
-from llmforge.artifacts import RunDir, is_run_dir, read_manifest, sha256_file
+from llmforge.artifacts import RunDir, StageResult, is_run_dir, read_manifest, sha256_file
 from llmforge.data.config import DataConfig, PrepareConfig
 from llmforge.data.formats import Example, apply_columns, detect_dataset_format, normalize
 from llmforge.data.readers import RawRecord, expand_inputs, iter_records
@@ -41,20 +41,13 @@ from llmforge.data.tokenize import (
 from llmforge.errors import DataError, LlmforgeError, Problem
 from llmforge.models.chat import ensure_chat_template
 from llmforge.models.loader import load_tokenizer
-from llmforge.progress import begin
+from llmforge.progress import Hooks, begin
 
 SPLITS = ("train", "validation", "test")
 DETECT_SAMPLE = 100
 BATCH = 512
 
 Progress = Callable[[int], None]
-
-
-@dataclass
-class PrepareResult:
-    output_dir: Path
-    report: dict[str, Any]
-    cached: bool = False
 
 
 @dataclass
@@ -361,7 +354,14 @@ def _inputs(cfg: DataConfig) -> tuple[list[str], dict[str, list[str]]]:
     return files, split_files
 
 
-def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> PrepareResult:
+def prepare(cfg: PrepareConfig, hooks: Hooks | None = None) -> StageResult:
+    """Read, check, split, render and tokenize `cfg.data`; the run's metrics are the lint report. An identical
+    finished run (same dataset fingerprint) is returned as it is (`cached`)."""
+    with (hooks or Hooks()).progress("preparing") as progress:
+        return _prepare(cfg, progress)
+
+
+def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
     files, split_files = _inputs(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     tokenizer.model_max_length = sys.maxsize  # lengths are this module's job (data.overlong), not a warning's
@@ -370,7 +370,7 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> PrepareResu
     fp = fingerprint(cfg, tokenizer, files, split_files)
     if is_run_dir(cfg.output_dir) and read_manifest(cfg.output_dir).get("dataset_fingerprint") == fp:
         report = json.loads((cfg.output_dir / "metrics.json").read_text())
-        return PrepareResult(cfg.output_dir, report, cached=True)
+        return StageResult(cfg.output_dir, report, cached=True)
 
     plan, total = _plan(cfg.data, files, split_files, progress)
     begin(progress, "preparing (render, tokenize, write)", total)
@@ -398,7 +398,7 @@ def prepare(cfg: PrepareConfig, progress: Progress | None = None) -> PrepareResu
             run.extra["split_inputs"] = {split: [str(Path(f).resolve()) for f in group]
                                          for split, group in split_files.items()}
         run.finish(report)
-    return PrepareResult(cfg.output_dir, report)
+    return StageResult(cfg.output_dir, report)
 
 
 def _stream(cfg: DataConfig, tokenizer: Any, examples: Iterator[tuple[str | None, Example, str]],

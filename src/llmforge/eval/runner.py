@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from llmforge.artifacts import RunDir, read_manifest
+from llmforge.artifacts import RunDir, StageResult, lineage
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError
 from llmforge.eval.config import EvalConfig
-from llmforge.eval.metrics.score import score
+from llmforge.metrics.score import score
 from llmforge.models.reference import resolve_ref
 from llmforge.models.runtimes import load_runtime
+from llmforge.progress import Hooks
 
 Progress = Callable[[int], None]
 
 
-@dataclass
-class EvalResult:
-    output_dir: Path
-    metrics: dict[str, Any]
-
-
 def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, Any]:
     """Aggregate answer metrics; adds per-sample metrics to `records` in place."""
-    from llmforge.eval.metrics.text import exact_match, python_syntax_valid, repetition_rate, rouge
+    from llmforge.metrics.text import exact_match, python_syntax_valid, repetition_rate, rouge
 
     predictions = [r["prediction"] for r in records]
     references = [r["reference"] for r in records]
@@ -51,7 +44,7 @@ def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, A
 def _generation_metrics(
     cfg: EvalConfig, model: Any, tokenizer: Any, dataset: Any, run: RunDir, progress: Progress | None
 ) -> dict[str, Any]:
-    from llmforge.eval.metrics.generate import Decoding, generate_samples
+    from llmforge.metrics.generate import Decoding, generate_samples
 
     subset = dataset.select(range(min(cfg.eval.generate_samples, len(dataset))))
     decoding = Decoding(max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature)
@@ -75,7 +68,13 @@ def _context(cfg: EvalConfig, dataset: Any) -> int:
     return longest + (cfg.eval.max_new_tokens if cfg.eval.generate_samples else 0)
 
 
-def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
+def evaluate(cfg: EvalConfig, hooks: Hooks | None = None) -> StageResult:
+    """Score `cfg.model` on a prepared split: perplexity, and the answer metrics `cfg.eval` asks for."""
+    with (hooks or Hooks()).progress("scoring") as progress:
+        return _evaluate(cfg, progress)
+
+
+def _evaluate(cfg: EvalConfig, progress: Progress | None) -> StageResult:
     dataset = load_split(cfg.data, cfg.eval.split)
     if cfg.eval.max_samples:
         dataset = dataset.select(range(min(cfg.eval.max_samples, len(dataset))))
@@ -86,9 +85,7 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
         raise LlmforgeError(f"lm-eval harness tasks run on PyTorch models; {ref.ref} is the {ref.format} export "
                             f"({ref.runtime}): drop eval.harness_tasks, or evaluate the model it was exported from")
     runtime, tokenizer = load_runtime(ref, cfg.model, context=_context(cfg, dataset))
-    parents = [cfg.data] + ([ref.run_dir] if ref.run_dir else [])
-    with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, parents=parents,
-                dataset_fingerprint=read_manifest(cfg.data).get("dataset_fingerprint")) as run:
+    with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, **lineage(ref.run_dir, cfg.data)) as run:
         metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path, "runtime": ref.runtime,
                    "format": ref.format or ref.kind,
                    **score(runtime, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
@@ -100,4 +97,4 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> EvalResult:
             metrics["harness"] = run_harness(runtime.model, tokenizer, cfg.eval.harness_tasks,
                                              cfg.eval.harness_include, cfg.eval.harness_limit, cfg.eval.batch_size)
         run.finish(metrics)
-    return EvalResult(cfg.output_dir, metrics)
+    return StageResult(cfg.output_dir, metrics)

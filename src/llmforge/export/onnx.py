@@ -1,6 +1,6 @@
 """Export a Hugging Face causal LM to ONNX with a KV cache, and quantize the result to int8 with ONNX Runtime.
 
-optimum-onnx cannot share an environment with transformers 5 (FIELD_NOTES), so the graph comes from
+optimum-onnx 0.1.0 requires transformers<4.58 (no environment with transformers 5), so the graph comes from
 `torch.onnx.export(..., dynamo=True)` over a small wrapper: flat past key/value inputs become a transformers
 `DynamicCache`, and the cache the model returns is flattened back into `present.*` outputs.
 
@@ -23,11 +23,7 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError, require
-
-MODEL_FILE = "model.onnx"
-DATA_FILE = "model.onnx_data"
-CONFIG_FILE = "onnx_config.json"
-FORMAT = "llmforge-onnx-causal-lm"
+from llmforge.models.ort import CONFIG_FILE, DATA_FILE, FORMAT, MODEL_FILE, read_onnx_config
 
 
 def past_name(layer: int, kind: str) -> str:
@@ -36,13 +32,6 @@ def past_name(layer: int, kind: str) -> str:
 
 def present_name(layer: int, kind: str) -> str:
     return f"present.{layer}.{kind}"
-
-
-def read_onnx_config(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise LlmforgeError(f"{directory} is not an llmforge ONNX export (no {CONFIG_FILE}); export it first")
-    return json.loads(path.read_text())
 
 
 # --- the traced module ---------------------------------------------------------------------------------------

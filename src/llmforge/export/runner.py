@@ -18,25 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmforge.artifacts import RunDir, is_run_dir, read_manifest
+from llmforge.artifacts import RunDir, StageResult, lineage
 from llmforge.config import QualityGate
 from llmforge.errors import LlmforgeError
 from llmforge.export import parity
 from llmforge.export.config import ExportConfig
 from llmforge.models.footprint import weight_file_bytes
-from llmforge.models.loader import load_model, resolve_model
-from llmforge.progress import Progress, begin
+from llmforge.models.loader import load_model
+from llmforge.models.reference import resolve_model
+from llmforge.progress import Hooks, Progress, begin
 
 Stage = Callable[[str], None]
 FP32_TOLERANCE = 1e-3
 EXACT_FORMATS = ("onnx", "gguf-f32")  # formats held to the fp32 tolerance
 MERGED = "merged"  # where an adapter given to export is merged, inside the export's run directory
-
-
-@dataclass
-class ExportResult:
-    output_dir: Path
-    metrics: dict[str, Any]
 
 
 @dataclass
@@ -71,7 +66,7 @@ def _prompts(cfg: ExportConfig, tokenizer: Any) -> list[list[int]]:
     n = cfg.export.parity_prompts
     if cfg.data is not None:
         from llmforge.data.splits import load_split
-        from llmforge.eval.metrics.generate import split_prompt
+        from llmforge.metrics.generate import split_prompt
 
         test = load_split(cfg.data, "test")
         rows = test.select(range(min(n, len(test))))
@@ -256,14 +251,19 @@ def _preflight(cfg: ExportConfig) -> None:
         raise LlmforgeError("onnx-int8-static needs `data` (a prepared dataset) for calibration samples")
 
 
-def export(cfg: ExportConfig, stage: Stage = lambda name: None, progress: Progress | None = None) -> ExportResult:
+def export(cfg: ExportConfig, hooks: Hooks | None = None) -> StageResult:
+    """Write each of `cfg.export.formats` and check it against the PyTorch model (parity, quality gate)."""
+    hooks = hooks or Hooks()
+    with hooks.progress("parity") as progress:
+        return _export(cfg, hooks.stage, progress)
+
+
+def _export(cfg: ExportConfig, stage: Stage, progress: Progress | None) -> StageResult:
     _preflight(cfg)
     started = time.perf_counter()
     model_dir = _model_dir(cfg.model.name_or_path)  # None: an adapter, merged below into the run dir
-    parents = [Path(cfg.model.name_or_path)] if is_run_dir(Path(cfg.model.name_or_path)) else []
-    fingerprint = read_manifest(cfg.data).get("dataset_fingerprint") if cfg.data else None
     with RunDir(cfg.output_dir, kind="export", command="export", config=cfg,
-                parents=parents + ([cfg.data] if cfg.data else []), dataset_fingerprint=fingerprint) as run:
+                **lineage(cfg.model.name_or_path, cfg.data)) as run:
         merged: dict[str, Any] = {}
         if model_dir is None:
             stage("merge the LoRA adapter into its base model")
@@ -289,4 +289,4 @@ def export(cfg: ExportConfig, stage: Stage = lambda name: None, progress: Progre
         run.extra = {"formats": {fmt: v["path"] for fmt, v in formats.items()},
                      "source_model": str(final_source), **merged}
         run.finish(metrics)
-    return ExportResult(cfg.output_dir, metrics)
+    return StageResult(cfg.output_dir, metrics)

@@ -1,7 +1,7 @@
 """What a model weighs: the bytes of its weight files and of the weights it holds, and the memory of inference, LoRA
 and full fine-tuning from its config alone (no weights loaded).
 
-`artifact_bytes` and `weight_file_bytes` count files on disk; `stored_weights` counts a loaded model's tensors as they
+`weight_file_bytes` counts files on disk (a model reference's: `reference.artifact_bytes`); `stored_weights` counts a loaded model's tensors as they
 are stored (int8 weights and their scales, tied weights once).
 
 One set of formulas for `llmforge train --dry-run` (which counts a loaded model's parameters) and
@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from llmforge.models.reference import resolve_ref
 
 LORA_RANK = 16  # llmforge's default (config.LoraOptions.r), on every linear layer but the output head
 BF16_BYTES = 2
@@ -84,18 +82,6 @@ def config_footprint(config: Any, *, seq_len: int = 512, batch: int = 1) -> dict
                         "lora_targets": "all-linear", "seq_len": seq_len, "batch": batch,
                         "gradient_checkpointing": False},
     }
-
-
-def artifact_bytes(model: str) -> int:
-    """Bytes of weight files the variant needs on disk (base and adapter for an adapter run)."""
-    ref = resolve_ref(model)
-    if ref.runtime != "pytorch":  # an export: its one file, or its folder
-        path = Path(ref.path)
-        return path.stat().st_size if path.is_file() else weight_file_bytes(path)
-    folders = [Path(ref.path)] + ([ref.adapter] if ref.adapter else [])
-    if not all(f.is_dir() for f in folders):
-        return 0  # a hub id: not on disk
-    return sum(weight_file_bytes(f) for f in folders)
 
 
 def weight_file_bytes(folder: Path) -> int:

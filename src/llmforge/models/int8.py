@@ -206,7 +206,10 @@ def is_int8_dir(path: Path) -> bool:
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
-    qconfig = json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}
+    try:
+        qconfig = json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}
+    except (UnicodeDecodeError, ValueError, AttributeError):  # not ours to judge: the loader names the broken file
+        return False
     return qconfig.get("quant_method") == QUANT_METHOD
 
 

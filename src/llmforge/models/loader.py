@@ -6,90 +6,15 @@ unless the config turns it on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmforge.artifacts import is_run_dir, read_manifest
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models import int8
-
-DEMO_NAME = "demo"
-DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where the weights are: a full model (`path`), or a peft adapter (`adapter`) over `path`."""
-
-    path: str
-    adapter: Path | None = None
-
-
-def resolve_model(name_or_path: str | Path) -> ResolvedModel:
-    from llmforge.models.presets import preset_reference
-
-    name = str(name_or_path)
-    name = preset_reference(name) or name  # a preset: its pulled run dir, or its hub id (see `llmforge models`)
-    if name == DEMO_NAME:
-        if not (DEMO_DIR / "config.json").is_file():
-            raise LlmforgeError(
-                f"the embedded demo model is missing from {DEMO_DIR}; rebuild it with `make demo-base`"
-            )
-        return ResolvedModel(str(DEMO_DIR))
-    path = Path(name).expanduser()
-    _refuse_export(name, path)
-    if is_run_dir(path):
-        manifest = read_manifest(path)
-        if manifest.get("model_dir"):
-            return ResolvedModel(str(path / manifest["model_dir"]))
-        if manifest.get("adapter_dir"):
-            return ResolvedModel(str(resolve_model(manifest["base_model"]).path), path / manifest["adapter_dir"])
-        raise LlmforgeError(f"{path} is a '{manifest.get('kind')}' run directory, which holds no model")
-    if path.exists() and not (path / "config.json").is_file():
-        if (path / "adapter_config.json").is_file():
-            import json
-
-            base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-            return ResolvedModel(resolve_model(base).path, path)
-        raise LlmforgeError(f"{path} exists but holds no model (no config.json or adapter_config.json)")
-    if not path.exists() and _looks_like_path(name):
-        raise LlmforgeError(f"{path}: no such directory (a local model directory, run directory or export)")
-    return ResolvedModel(name)
-
-
-def _looks_like_path(name: str) -> bool:
-    """A hub id is `name` or `org/name`; anything absolute, relative-dotted, home-based or deeper is a path."""
-    return name.startswith(("/", ".", "~", "\\")) or name.count("/") > 1 or "\\" in name
-
-
-def _refuse_export(name: str, path: Path) -> None:
-    """An export (ONNX, GGUF, TensorRT) runs on its own runtime; PyTorch loaders say so instead of failing late."""
-    from llmforge.models.reference import find_export
-
-    if not path.exists():
-        return
-    export_run = is_run_dir(path) and read_manifest(path).get("kind") == "export"
-    try:
-        exported = find_export(path)
-    except LlmforgeError:  # an export run holding several formats
-        exported = None
-    if not export_run and exported is None:
-        return
-    if exported is not None and exported.run_dir:
-        manifest = read_manifest(exported.run_dir)
-    else:
-        manifest = read_manifest(path) if export_run else {}
-    what = f"the {exported.format} export" if exported else "an export run"
-    source = manifest.get("source_model")
-    raise LlmforgeError(
-        f"{name} is {what}: it runs on its own runtime, not transformers. `llmforge bench` and `llmforge eval` "
-        "measure it; PyTorch workflows need the model it was exported from"
-        + (f" ({source})" if source else "")
-    )
+from llmforge.models.reference import ModelRef, resolve_model
 
 
 def default_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -97,7 +22,7 @@ def default_dtype(requested: str, device: torch.device) -> torch.dtype:
         return getattr(torch, requested)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
-    # CPUs without native bf16 run it ~60x slower than fp32 (see FIELD_NOTES): fp32 on CPU.
+    # A CPU without native bf16 (AVX2-only EPYC, torch 2.13) ran bf16 matmuls ~60x slower than fp32: fp32 on CPU.
     return torch.float32
 
 
@@ -129,13 +54,13 @@ def _load_error(name: str, exc: Exception) -> LlmforgeError:
     return LlmforgeError(f"could not load model '{name}': {type(exc).__name__}: {exc}.{why}")
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
+def load_tokenizer(cfg: ModelConfig, ref: ModelRef | None = None) -> Any:
+    """The tokenizer of `cfg`'s model (an adapter's own, when it was saved with one). `ref`: already resolved."""
     from transformers import AutoTokenizer
 
-    resolved = resolve_model(cfg.name_or_path)
-    _check_config_json(resolved.path)
-    source = str(resolved.adapter) if resolved.adapter and (resolved.adapter / "tokenizer_config.json").exists() \
-        else resolved.path
+    ref = ref or resolve_model(cfg.name_or_path)
+    _check_config_json(ref.path)
+    source = ref.tokenizer or ref.path
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(cfg))
     except (OSError, ValueError) as exc:
@@ -148,15 +73,16 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 def load_model(
     cfg: ModelConfig, device: torch.device | None = None, *, merge_adapter: bool = False,
-    quantization_config: Any = None,
+    quantization_config: Any = None, ref: ModelRef | None = None,
 ) -> tuple[Any, Any]:
-    """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel."""
+    """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel (merged with
+    `merge_adapter`). `ref`: `cfg.name_or_path` already resolved (`llmforge.models.reference.resolve_model`)."""
     from transformers import AutoModelForCausalLM
 
-    resolved = resolve_model(cfg.name_or_path)
+    resolved = ref or resolve_model(cfg.name_or_path)
     _check_config_json(resolved.path)
-    if resolved.adapter is None and int8.is_int8_dir(Path(resolved.path)):
-        return _load_int8(cfg, Path(resolved.path), device or torch.device("cpu"))
+    if resolved.kind == "int8":
+        return _load_int8(cfg, resolved, device or torch.device("cpu"))
     device = device or default_device()
     dtype = default_dtype(cfg.dtype, device)
     extra: dict[str, Any] = {}
@@ -177,12 +103,11 @@ def load_model(
     if quantization_config is None:
         model.to(device)
     model.eval()
-    return model, load_tokenizer(cfg)
+    return model, load_tokenizer(cfg, resolved)
 
 
-def _load_int8(cfg: ModelConfig, path: Path, device: torch.device) -> tuple[Any, Any]:
+def _load_int8(cfg: ModelConfig, ref: ModelRef, device: torch.device) -> tuple[Any, Any]:
     """llmforge int8 artifacts run on CPU int8 kernels (see llmforge.models.int8)."""
-
     if device.type != "cpu":
-        raise LlmforgeError(f"{path} is an llmforge int8 model for CPU kernels; load it on the CPU (device cpu)")
-    return int8.load_int8(path), load_tokenizer(cfg)
+        raise LlmforgeError(f"{ref.path} is an llmforge int8 model for CPU kernels; load it on the CPU (device cpu)")
+    return int8.load_int8(Path(ref.path)), load_tokenizer(cfg, ref)

@@ -9,7 +9,8 @@ import torch
 
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
-from llmforge.models.loader import load_model, resolve_model
+from llmforge.models.loader import load_model
+from llmforge.models.reference import resolve_model
 
 
 def merge_adapter(model: ModelConfig, out_dir: Path, device: torch.device | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Run an llmforge ONNX export with ONNX Runtime: full-sequence logits and a batched KV-cache decode loop.
 
-numpy in, numpy out; no torch. The directory layout and tensor names come from `onnx_config.json`
-(see `llmforge.export.onnx`), so nothing here guesses shapes or names.
+numpy in, numpy out; no torch. The format is this module's: an export directory holds `model.onnx` (and its
+external data) and `onnx_config.json`, which names every tensor and its shapes (written by `llmforge.export.onnx`),
+so nothing here guesses shapes or names.
 
 Per-step cost, measured on the 5M demo model at batch 1 (1 thread): the loop's Python is ~2% of a step; io
 binding (feeding ORT's present OrtValues straight back) measured no faster than `session.run` with numpy
@@ -11,6 +12,7 @@ model (1.0 vs 1.8 ms fp32): thread hand-offs cost more than tiny GEMVs gain; pas
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,20 @@ from typing import Any
 import numpy as np
 
 from llmforge.errors import LlmforgeError, require
-from llmforge.export.onnx import read_onnx_config
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx_data"
+CONFIG_FILE = "onnx_config.json"
+FORMAT = "llmforge-onnx-causal-lm"
 
 Past = list[np.ndarray]  # [k0, v0, k1, v1, ...], each (B, kv_heads, P, head_dim)
+
+
+def read_onnx_config(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise LlmforgeError(f"{directory} is not an llmforge ONNX export (no {CONFIG_FILE}); export it first")
+    return json.loads(path.read_text())
 
 
 @dataclass

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from llmforge.artifacts import is_run_dir, read_manifest
 from llmforge.errors import LlmforgeError
+from llmforge.models.footprint import weight_file_bytes
+from llmforge.models.ort import CONFIG_FILE as ONNX_CONFIG
+from llmforge.models.ort import FORMAT as ONNX_FORMAT
 
-Kind = Literal["transformers", "adapter", "onnx", "gguf", "tensorrt"]
-RUNTIMES: dict[str, str] = {"transformers": "pytorch", "adapter": "pytorch", "onnx": "onnxruntime",
+Kind = Literal["transformers", "adapter", "int8", "onnx", "gguf", "tensorrt"]
+RUNTIMES: dict[str, str] = {"transformers": "pytorch", "adapter": "pytorch", "int8": "pytorch", "onnx": "onnxruntime",
                             "gguf": "llamacpp", "tensorrt": "tensorrt"}
-ONNX_CONFIG = "onnx_config.json"
-ONNX_FORMAT = "llmforge-onnx-causal-lm"  # the `format` an llmforge ONNX export writes into its onnx_config.json
 
 
 @dataclass(frozen=True)
@@ -117,21 +118,88 @@ def find_export(name_or_path: str | Path) -> ModelRef | None:
 
 def resolve_ref(name_or_path: str | Path) -> ModelRef:
     """Resolve any model reference llmforge accepts (see the module docstring)."""
-    from llmforge.models.loader import resolve_model  # the PyTorch kinds: model dirs, run dirs, adapters, hub ids
+    return find_export(name_or_path) or resolve_model(name_or_path)
 
-    exported = find_export(name_or_path)
-    if exported is not None:
-        return exported
-    ref = str(name_or_path)
-    resolved = resolve_model(ref)
-    path = Path(ref).expanduser()
-    run_dir = path if is_run_dir(path) else None
-    manifest = read_manifest(path) if run_dir else {}
-    if resolved.adapter is not None:
-        own = (resolved.adapter / "tokenizer_config.json").is_file()  # saved with the adapter by `llmforge train`
-        return ModelRef(ref, "adapter", resolved.path, adapter=resolved.adapter, run_dir=run_dir, manifest=manifest,
-                        tokenizer=str(resolved.adapter) if own else resolved.path)
-    return ModelRef(ref, "transformers", resolved.path, run_dir=run_dir, manifest=manifest, tokenizer=resolved.path)
+
+def _pytorch(ref: str, path: str, adapter: Path | None = None, run_dir: Path | None = None,
+             manifest: dict[str, Any] | None = None) -> ModelRef:
+    """A model transformers loads (with peft for an adapter; llmforge's int8 kernels for an int8 artifact)."""
+    from llmforge.models.int8 import is_int8_dir
+
+    if adapter is not None:
+        own = (adapter / "tokenizer_config.json").is_file()  # saved with the adapter by `llmforge train`
+        return ModelRef(ref, "adapter", path, adapter=adapter, run_dir=run_dir, manifest=manifest or {},
+                        tokenizer=str(adapter) if own else path)
+    kind: Kind = "int8" if is_int8_dir(Path(path)) else "transformers"
+    return ModelRef(ref, kind, path, run_dir=run_dir, manifest=manifest or {}, tokenizer=path)
+
+
+DEMO_NAME = "demo"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo-base"
+
+
+def resolve_model(name_or_path: str | Path) -> ModelRef:
+    """Resolve a reference to a PyTorch model (a model dir, run dir, adapter, hub id or 'demo'); an export is
+    refused with the reason (it runs on its own runtime)."""
+    from llmforge.models.presets import preset_reference
+
+    ref = name = str(name_or_path)
+    name = preset_reference(name) or name  # a preset: its pulled run dir, or its hub id (see `llmforge models`)
+    if name == DEMO_NAME:
+        if not (DEMO_DIR / "config.json").is_file():
+            raise LlmforgeError(
+                f"the embedded demo model is missing from {DEMO_DIR}; rebuild it with `make demo-base`"
+            )
+        return _pytorch(ref, str(DEMO_DIR))
+    path = Path(name).expanduser()
+    _refuse_export(name, path)
+    if is_run_dir(path):
+        manifest = read_manifest(path)
+        if manifest.get("model_dir"):
+            return _pytorch(ref, str(path / manifest["model_dir"]), run_dir=path, manifest=manifest)
+        if manifest.get("adapter_dir"):
+            return _pytorch(ref, resolve_model(manifest["base_model"]).path, path / manifest["adapter_dir"], path,
+                            manifest)
+        raise LlmforgeError(f"{path} is a '{manifest.get('kind')}' run directory, which holds no model")
+    if path.exists() and not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file():
+            import json
+
+            base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+            return _pytorch(ref, resolve_model(base).path, path)
+        raise LlmforgeError(f"{path} exists but holds no model (no config.json or adapter_config.json)")
+    if not path.exists() and _looks_like_path(name):
+        raise LlmforgeError(f"{path}: no such directory (a local model directory, run directory or export)")
+    return _pytorch(ref, name)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `org/name`; anything absolute, relative-dotted, home-based or deeper is a path."""
+    return name.startswith(("/", ".", "~", "\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _refuse_export(name: str, path: Path) -> None:
+    """An export (ONNX, GGUF, TensorRT) runs on its own runtime; PyTorch loaders say so instead of failing late."""
+    if not path.exists():
+        return
+    export_run = is_run_dir(path) and read_manifest(path).get("kind") == "export"
+    try:
+        exported = find_export(path)
+    except LlmforgeError:  # an export run holding several formats
+        exported = None
+    if not export_run and exported is None:
+        return
+    if exported is not None and exported.run_dir:
+        manifest = read_manifest(exported.run_dir)
+    else:
+        manifest = read_manifest(path) if export_run else {}
+    what = f"the {exported.format} export" if exported else "an export run"
+    source = manifest.get("source_model")
+    raise LlmforgeError(
+        f"{name} is {what}: it runs on its own runtime, not transformers. `llmforge bench` and `llmforge eval` "
+        "measure it; PyTorch workflows need the model it was exported from"
+        + (f" ({source})" if source else "")
+    )
 
 
 def expand_export_runs(name: str, ref: str) -> list[tuple[str, str]]:
@@ -141,3 +209,15 @@ def expand_export_runs(name: str, ref: str) -> list[tuple[str, str]]:
     if len(formats) <= 1:
         return [(name, ref)]
     return [(f"{name}/{fmt}", str(artifact)) for fmt, artifact in formats.items()]
+
+
+def artifact_bytes(model: str) -> int:
+    """Bytes of weight files the variant needs on disk (base and adapter for an adapter run)."""
+    ref = resolve_ref(model)
+    if ref.runtime != "pytorch":  # an export: its one file, or its folder
+        path = Path(ref.path)
+        return path.stat().st_size if path.is_file() else weight_file_bytes(path)
+    folders = [Path(ref.path)] + ([ref.adapter] if ref.adapter else [])
+    if not all(f.is_dir() for f in folders):
+        return 0  # a hub id: not on disk
+    return sum(weight_file_bytes(f) for f in folders)

@@ -3,7 +3,7 @@
     from llmforge.serve import ServeSettings, serve, create_app, loadtest
     serve(ServeSettings(models={"demo": "demo"}, port=8000))
 
-Layout: `engine` (scheduling, no HTTP), `backends/` (transformers, onnx), `schemas` (OpenAI bodies),
+Layout: `engine` (scheduling, no HTTP), `backends/` (transformers, onnx, llama.cpp), `schemas` (OpenAI bodies),
 `app` + `api` (FastAPI), `server` (uvicorn), `loadtest` (a client). Importing this package loads nothing heavy.
 """
 

@@ -1,5 +1,6 @@
-"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions) and the seed's /chat
-and /batch_chat.
+"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions) and the simple chat API
+(/chat, /batch_chat: the endpoints of the service llmforge grew from, kept for its clients). A request's `seed` is
+always the sampling seed.
 
 Each route: pick the model, build token ids, check the context, submit every sequence at once (so overload is
 refused before anything starts), then stream or collect. A streamed choice and a non-streamed one are built
@@ -31,7 +32,7 @@ from llmforge.serve.engine import (
 )
 from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel
-from llmforge.serve.prompts import PromptError, chat_ids, seed_ids, text_ids, token_text
+from llmforge.serve.prompts import PromptError, chat_ids, message_ids, text_ids, token_text
 from llmforge.serve.sampling import SamplingParams, TokenLogprob
 from llmforge.serve.settings import ServeSettings
 
@@ -80,23 +81,22 @@ class Generation:
             raise unavailable(f"model '{name}' failed to load: {model.error}", retry_after_s=30)
         return model
 
-    def max_tokens(self, model: ServedModel, prompt: list[int], asked: int | None, param: str) -> int:
-        """The completion budget: as asked, or (asked for nothing) the rest of the context. Never cut silently."""
+    def max_tokens(self, model: ServedModel, prompt: list[int], asked: int | None) -> int:
+        """The completion budget: as asked, or (asked for nothing) the rest of the context, at least one token. Never
+        cut silently: a budget the context cannot hold is refused where the context is checked, `Engine.submit`."""
         limit = model.engine.max_model_len  # type: ignore[union-attr]
-        wanted = asked if asked is not None else limit - len(prompt)
-        try:
-            model.engine.check_context(len(prompt), max(wanted, 1))  # type: ignore[union-attr]
-        except ContextLengthError as exc:
-            raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
-        return wanted
+        return asked if asked is not None else max(limit - len(prompt), 1)
 
-    def submit(self, model: ServedModel, requests: list[GenerationRequest]) -> AsyncResults:
+    def submit(self, model: ServedModel, requests: list[GenerationRequest], param: str) -> AsyncResults:
+        """Queue all of `requests` or none; `param` is the field a context-length error names."""
         capacity = self.settings.max_concurrency + self.settings.max_queue
         if len(requests) > capacity:
             raise APIError(400, f"this request asks for {len(requests)} sequences; the server holds at most "
                                 f"{capacity} at once", param="n", code="too_many_sequences")
         try:
             return AsyncResults(model.engine, requests)  # type: ignore[arg-type]
+        except ContextLengthError as exc:
+            raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
         except QueueFullError as exc:
             raise overloaded(str(exc)) from exc
         except EngineClosedError as exc:
@@ -151,11 +151,11 @@ class Generation:
             prompt = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name)
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
-        budget = self.max_tokens(model, prompt, body.token_limit, "messages")
+        budget = self.max_tokens(model, prompt, body.token_limit)
         rid = request.state.request_id
         requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias), f"{rid}-{i}")
                     for i in range(body.n)]
-        results = self.submit(model, requests)
+        results = self.submit(model, requests, "messages")
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
         if body.stream:
             return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt)), results)
@@ -214,11 +214,11 @@ class Generation:
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         prompts = self._prompts(body, tokenizer)
         bias = _logit_bias(body, tokenizer)
-        budgets = [self.max_tokens(model, p, body.token_limit, "prompt") for p in prompts]
+        budgets = [self.max_tokens(model, p, body.token_limit) for p in prompts]
         rid = request.state.request_id
         requests = [self.request(p, _params(body, b, body.top_alternatives, i, bias), f"{rid}-{k * body.n + i}")
                     for k, (p, b) in enumerate(zip(prompts, budgets)) for i in range(body.n)]
-        results = self.submit(model, requests)
+        results = self.submit(model, requests, "prompt")
         meta = {"id": f"cmpl-{rid}", "model": model.name, "created": int(time.time())}
         prompt_tokens = sum(len(p) for p in prompts)
         if body.stream:
@@ -257,21 +257,21 @@ class Generation:
                 yield sse(s.Completion(**meta, choices=[], usage=usage))
         yield "data: [DONE]\n\n"
 
-    # --- the seed's /chat and /batch_chat --------------------------------------------------------------------------
+    # --- the simple chat API: /chat and /batch_chat -----------------------------------------------------------------
 
-    async def seed_chat(self, messages: Sequence[str], body: s.SeedFields, request: Request) -> list[s.ChatResponse]:
+    async def simple_chat(self, messages: Sequence[str], body: s.SimpleChatFields,
+                          request: Request) -> list[s.ChatResponse]:
         start = time.perf_counter()
         model = self.model(body.model or self.settings.default_model, request)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         try:
-            prompts = [seed_ids(tokenizer, m, model.name) for m in messages]
+            prompts = [message_ids(tokenizer, m, model.name) for m in messages]
         except PromptError as exc:
             raise APIError(400, str(exc), param="message") from exc
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        for p in prompts:
-            self.max_tokens(model, p, body.token_limit, "message")
         rid = request.state.request_id
-        results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)])
+        results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)],
+                              "message")
         done = await self.finished(request, results)
         if done is None:
             return []
@@ -279,8 +279,8 @@ class Generation:
         return [s.ChatResponse(response=c.text, model=model.name, finish_reason=c.finish_reason or "stop",
                                usage=_usage(len(p), [c]), latency_ms=latency) for p, c in zip(prompts, done)]
 
-    async def seed_batch(self, items: list[Any], request: Request) -> list[Any] | None:
-        """The seed's bare list of /chat requests: each answered with its own settings, in its own slot.
+    async def simple_batch(self, items: list[Any], request: Request) -> list[Any] | None:
+        """The simple bare list of /chat requests: each answered with its own settings, in its own slot.
 
         An item that is invalid (or too long, or for an unknown model) holds an OpenAI error body; the others are
         answered. None when the client left first."""
@@ -291,7 +291,7 @@ class Generation:
         try:
             for i, item in enumerate(items):
                 try:
-                    running.append((i, *self._seed_item(item, request, f"{rid}-{i}")))
+                    running.append((i, *self._simple_item(item, request, f"{rid}-{i}")))
                 except APIError as exc:
                     slots[i] = error_body(exc.status, exc.message, exc.param, exc.code)
             done = await self.gather_all(request, [r for *_, r in running])
@@ -310,7 +310,7 @@ class Generation:
                                           usage=_usage(prompt_tokens, [c]), latency_ms=latency)
         return slots
 
-    def _seed_item(self, item: Any, request: Request, rid: str) -> tuple[int, str, AsyncResults]:
+    def _simple_item(self, item: Any, request: Request, rid: str) -> tuple[int, str, AsyncResults]:
         try:
             body = s.ChatRequest.model_validate(item)
         except ValidationError as exc:
@@ -318,12 +318,11 @@ class Generation:
             raise APIError(400, message, param=param, code="invalid_request") from exc
         model = self.model(body.model or self.settings.default_model, request)
         try:
-            prompt = seed_ids(model.backend.tokenizer, body.message, model.name)  # type: ignore[union-attr]
+            prompt = message_ids(model.backend.tokenizer, body.message, model.name)  # type: ignore[union-attr]
         except PromptError as exc:
             raise APIError(400, str(exc), param="message") from exc
-        self.max_tokens(model, prompt, body.token_limit, "message")
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)])
+        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)], "message")
 
 
 async def _disconnected(request: Request) -> None:
@@ -388,7 +387,7 @@ def _streamed(model: type) -> dict[int | str, dict[str, Any]]:
 
 
 def _batch_chat_body(max_items: int) -> dict[str, Any]:
-    """/batch_chat's body as OpenAPI: the seed's bare list of /chat requests, or an object with `messages`."""
+    """/batch_chat's body as OpenAPI: the simple bare list of /chat requests, or an object with `messages`."""
     listed = {"type": "array", "minItems": 1, "maxItems": max_items, "items": s.ChatRequest.model_json_schema()}
     obj = s.BatchChatRequest.model_json_schema()
     obj["properties"]["messages"]["maxItems"] = max_items
@@ -417,17 +416,17 @@ def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
 
     @router.post("/chat", response_model=s.ChatResponse)
     async def chat(body: s.ChatRequest, request: Request) -> Any:
-        answers = await gen.seed_chat([body.message], body, request)
+        answers = await gen.simple_chat([body.message], body, request)
         return answers[0] if answers else Response(status_code=CLIENT_CLOSED)
 
     @router.post("/batch_chat", response_model=s.BatchChatResponse | list[s.ChatResponse | s.ErrorBody],
                  openapi_extra=_batch_chat_body(settings.max_batch_chat))
     async def batch_chat(request: Request, raw: Any = Body(None, include_in_schema=False)) -> Any:
-        if isinstance(raw, list):  # the seed's shape: a bare list of /chat requests, each with its own settings
+        if isinstance(raw, list):  # the simple shape: a bare list of /chat requests, each with its own settings
             if not 1 <= len(raw) <= settings.max_batch_chat:
                 raise APIError(400, f"a batch holds 1 to {settings.max_batch_chat} requests; got {len(raw)}",
                                param=None)
-            slots = await gen.seed_batch(raw, request)
+            slots = await gen.simple_batch(raw, request)
             return slots if slots is not None else Response(status_code=CLIENT_CLOSED)
         if not isinstance(raw, dict):
             raise APIError(400, "the body must be a JSON object with 'messages', or a JSON list of /chat requests")
@@ -440,7 +439,7 @@ def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
             raise APIError(400, f"at most {settings.max_batch_chat} messages per batch; got {len(body.messages)}",
                            param="messages")
         start = time.perf_counter()
-        answers = await gen.seed_chat(body.messages, body, request)
+        answers = await gen.simple_chat(body.messages, body, request)
         if not answers:
             return Response(status_code=CLIENT_CLOSED)
         usage = s.Usage(**{k: sum(getattr(a.usage, k) for a in answers)

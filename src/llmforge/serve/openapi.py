@@ -33,7 +33,7 @@ def pin_model(schema: dict[str, Any], names: list[str]) -> None:
     if prop is None:
         return
     pinned: dict[str, Any] = {"type": "string", "enum": names}
-    if "anyOf" in prop:  # optional: the seed's routes default to the first model
+    if "anyOf" in prop:  # optional: the simple chat routes default to the first model
         prop["anyOf"] = [pinned, {"type": "null"}]
     else:
         prop.pop("type", None)

@@ -38,8 +38,8 @@ def text_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
-def seed_ids(tokenizer: Any, message: str, model_name: str) -> list[int]:
-    """The seed's /chat message: one user turn when the model has a chat template, else plain text."""
+def message_ids(tokenizer: Any, message: str, model_name: str) -> list[int]:
+    """the simple /chat message: one user turn when the model has a chat template, else plain text."""
     if has_chat_template(tokenizer):
         return chat_ids(tokenizer, [{"role": "user", "content": message}], model_name)
     return text_ids(tokenizer, message)

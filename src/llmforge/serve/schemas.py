@@ -1,4 +1,4 @@
-"""Request and response bodies: the OpenAI API as the official `openai` client uses it, plus the seed's /chat.
+"""Request and response bodies: the OpenAI API as the official `openai` client uses it, plus the simple /chat.
 
 Requests refuse every field this server does not implement, naming it, rather than silently doing something
 else than asked (OpenAI answers 400 for an unknown field too). Types are strict: `"temperature": false` or
@@ -296,14 +296,14 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-# --- the seed's endpoints ------------------------------------------------------------------------------------------
+# --- the simple chat endpoints, /chat and /batch_chat: the API of the service llmforge grew from (not OpenAI's) ---
 
 
-class SeedFields(_Request):
-    """The seed's fields. `max_length` (or its OpenAI name `max_tokens`) counts generated tokens only."""
+class SimpleChatFields(_Request):
+    """The simple chat fields. `max_length` (or its OpenAI name `max_tokens`) counts generated tokens only."""
 
     max_tokens: int | None = Field(None, ge=1, description="Default 128.")
-    max_length: int | None = Field(None, ge=1, description="The seed's name of max_tokens.")
+    max_length: int | None = Field(None, ge=1, description="This API's name of max_tokens.")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     model: str | None = None
@@ -322,11 +322,11 @@ class SeedFields(_Request):
         return self.max_tokens or self.max_length or 128
 
 
-class ChatRequest(SeedFields):
+class ChatRequest(SimpleChatFields):
     message: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-class BatchChatRequest(SeedFields):
+class BatchChatRequest(SimpleChatFields):
     messages: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1)
 
 

@@ -14,14 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llmforge.artifacts import RunDir, read_manifest
+from llmforge.artifacts import RunDir, StageResult, read_manifest
 from llmforge.config import validate
 from llmforge.errors import LlmforgeError
 from llmforge.train.config import TrainConfig
-from llmforge.train.recipe import TrainResult, train
+from llmforge.train.recipe import train
 
 
-def launch(cfg: TrainConfig, nproc: int, resume: bool = False) -> TrainResult:
+def launch(cfg: TrainConfig, nproc: int, resume: bool = False) -> StageResult:
     if nproc < 1:
         raise LlmforgeError(f"--nproc must be at least 1, got {nproc}")
     if not resume:  # create a fresh `<output>.partial/`, which every rank joins (rank 0 publishes it)
@@ -39,7 +39,7 @@ def launch(cfg: TrainConfig, nproc: int, resume: bool = False) -> TrainResult:
     if proc.returncode != 0:
         raise LlmforgeError(f"distributed training failed (exit {proc.returncode}); see the output above")
     read_manifest(cfg.output_dir)  # rank 0 published it
-    return TrainResult(cfg.output_dir, json.loads((cfg.output_dir / "metrics.json").read_text()))
+    return StageResult(cfg.output_dir, json.loads((cfg.output_dir / "metrics.json").read_text()))
 
 
 def _worker(job: str, resume: bool) -> None:

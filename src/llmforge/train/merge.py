@@ -7,8 +7,8 @@ from pathlib import Path
 from llmforge.artifacts import RunDir, is_run_dir
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
-from llmforge.models.loader import resolve_model
 from llmforge.models.merge import merge_adapter
+from llmforge.models.reference import resolve_model
 
 
 def merge(adapter: Path, output: Path) -> Path:

@@ -13,28 +13,23 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmforge.artifacts import RunDir, read_manifest
+from llmforge.artifacts import RunDir, StageResult, lineage, read_manifest
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError, require
-from llmforge.eval.metrics.score import score
-from llmforge.models.loader import default_device, resolve_model
+from llmforge.metrics.score import score
+from llmforge.models.loader import default_device
+from llmforge.models.reference import resolve_model
+from llmforge.progress import Hooks
 from llmforge.train.checkpoints import Guard, last_complete
 from llmforge.train.config import TrainConfig
 from llmforge.train.curves import save_loss_curve
 from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base, load_teacher
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    metrics: dict[str, Any]
 
 
 def batching_mode(opts: TrainOptions, attn_implementation: str) -> str:
@@ -153,15 +148,15 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def train(
-    cfg: TrainConfig, callbacks: list[Any] | None = None, resume: bool = False, launched: bool = False
-) -> TrainResult:
+def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, launched: bool = False) -> StageResult:
     """Train and publish the run directory. With `resume`, continue the crashed run at the same output dir.
 
     `launched`: this is one of several processes started by `launch`, which prepared the run directory; only
     rank 0 evaluates and publishes.
     """
     from transformers import Trainer, set_seed
+
+    callbacks = (hooks or Hooks()).train_callbacks()
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -172,9 +167,8 @@ def train(
     model, tokenizer = load_base(cfg.model, cfg.train, teacher)
     model.config.use_cache = False  # required for packed samples to stay separate
     model = apply_method(model, cfg.train)
-    fingerprint = read_manifest(cfg.data).get("dataset_fingerprint")
-    with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, parents=[cfg.data],
-                dataset_fingerprint=fingerprint, keep_partial=resume or launched, resumable="checkpoints") as run:
+    with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, **lineage(data=cfg.data),
+                keep_partial=resume or launched, resumable="checkpoints") as run:
         start_from = _resume_point(run, resume)
         guard = Guard()
         mode = batching_mode(cfg.train, cfg.model.attn_implementation)
@@ -203,7 +197,7 @@ def train(
         output = trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
         runtime = time.perf_counter() - started
         if rank() != 0:
-            return TrainResult(cfg.output_dir, {})
+            return StageResult(cfg.output_dir, {})
         if guard.problem is not None:
             last = last_complete(run.staging / "checkpoints")
             raise LlmforgeError(
@@ -231,7 +225,7 @@ def train(
         run.extra = _save(model, tokenizer, cfg, run)
         _remove_checkpoints(run)
         run.finish(metrics)
-    return TrainResult(cfg.output_dir, metrics)
+    return StageResult(cfg.output_dir, metrics)
 
 
 def _remove_checkpoints(run: RunDir) -> None:
@@ -244,5 +238,6 @@ def fine_tune(model: ModelConfig, data: Path, options: TrainOptions, output_dir:
               callbacks: list[Any] | None = None) -> Path:
     """Train `model` and return the trained (merged) model directory: compress's recovery fine-tune
     (`llmforge.compress.runner.FineTune`), handed to it by whoever composes the two stages."""
-    result = train(TrainConfig(model=model, data=data, train=options, output_dir=output_dir), callbacks=callbacks)
+    hooks = Hooks(train_callbacks=lambda: list(callbacks or []))
+    result = train(TrainConfig(model=model, data=data, train=options, output_dir=output_dir), hooks)
     return result.output_dir / read_manifest(result.output_dir)["model_dir"]

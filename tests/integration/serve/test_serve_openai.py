@@ -195,7 +195,7 @@ def test_loadtest_drives_the_server(server: Any) -> None:
     assert refused["completed"] == 0 and refused["errors"] == {"401": 2}
 
 
-def test_seed_chat_and_batch_chat(server: Any) -> None:
+def test_simple_chat_and_batch_chat(server: Any) -> None:
     one = server.http.post("/chat", json={"message": "hello", "max_length": 4, "temperature": 0})
     assert one.status_code == 200, one.text
     assert set(one.json()) >= {"response", "usage", "finish_reason", "latency_ms"}

@@ -11,7 +11,7 @@ import torch
 from llmforge.compress.quality import compare_logits, torch_logits
 from llmforge.config import ModelConfig
 from llmforge.data.splits import load_split
-from llmforge.eval.metrics.score import score
+from llmforge.metrics.score import score
 from llmforge.models.loader import load_model
 
 

@@ -43,7 +43,7 @@ def test_share_rounds_half_up_and_never_exceeds_n() -> None:
 
 def test_prepare_makes_the_asked_fractions_exact(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", qa_records(120))
-    report = prepare(_cfg(tiny_model_dir, data, tmp_path / "o", split=SplitConfig(test=0.05, validation=0.10))).report
+    report = prepare(_cfg(tiny_model_dir, data, tmp_path / "o", split=SplitConfig(test=0.05, validation=0.10))).metrics
     # Before: each record drawn on its own, so 5% / 10% came out as 3.75% / 9.25% on a small set.
     assert report["samples"] == {"train": 102, "validation": 12, "test": 6}
 
@@ -56,7 +56,7 @@ def test_every_reject_is_written_and_printing_is_capped(tiny_model_dir: Path, tm
     data.write_text("\n".join([json.dumps(r) for r in qa_records(30)] + bad) + "\n", encoding="utf-8")
     result = prepare(_cfg(tiny_model_dir, data, tmp_path / "o", strict=False))
     rejects = [json.loads(x) for x in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
-    assert len(rejects) == result.report["dropped"]["invalid_record"] == 1200
+    assert len(rejects) == result.metrics["dropped"]["invalid_record"] == 1200
     assert [r["line"] for r in rejects] == list(range(31, 1231))
     show_rejects(tmp_path / "o" / "rejects.jsonl", shown=5)
     out = capsys.readouterr().out

@@ -7,8 +7,8 @@ from llmforge.config import ModelConfig
 from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
 from llmforge.data.prepare import prepare
 from llmforge.eval.config import EvalConfig, EvalOptions
-from llmforge.eval.metrics.generate import Decoding, generate_batch, split_prompt
 from llmforge.eval.runner import evaluate
+from llmforge.metrics.generate import Decoding, generate_batch, split_prompt
 from tests.helpers import qa_records, write_jsonl
 
 IGN = -100

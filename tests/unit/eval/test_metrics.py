@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmforge.eval.metrics.score import score
-from llmforge.eval.metrics.tokens import IGNORE, perplexity, token_nll
+from llmforge.metrics.score import score
+from llmforge.metrics.tokens import IGNORE, perplexity, token_nll
 
 
 def test_uniform_model_perplexity_equals_vocab_size() -> None:
@@ -64,7 +64,7 @@ def test_strided_score_matches_independent_transformers_computation(tiny_model_d
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
-    from llmforge.eval.metrics.tokens import strided_perplexity_windows
+    from llmforge.metrics.tokens import strided_perplexity_windows
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
     torch.manual_seed(1)

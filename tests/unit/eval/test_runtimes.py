@@ -16,10 +16,10 @@ from llmforge.config import ModelConfig
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError
 from llmforge.eval.config import EvalConfig, EvalOptions
-from llmforge.eval.metrics.score import score
 from llmforge.eval.runner import evaluate
-from llmforge.models.loader import load_model, resolve_model
-from llmforge.models.reference import expand_export_runs, resolve_ref
+from llmforge.metrics.score import score
+from llmforge.models.loader import load_model
+from llmforge.models.reference import expand_export_runs, resolve_model, resolve_ref
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
@@ -28,33 +28,19 @@ EVAL = dict(batch_size=4, generate_samples=4, max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with larger weights: at the default init every next token is the same whatever the context,
-    which would let a runtime that ignores the context pass."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def exported(sharp_model_dir: Path, sharp_onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export run holding onnx and gguf-f32, with the manifest `llmforge export` writes (parity is its tests').
 
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.15)
-    out = tmp_path_factory.mktemp("sharp")
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(out))
-    return out
+    `sharp_model_dir` (tests/conftest.py): the tiny model with larger weights, whose next token depends on the
+    context, so a runtime that ignores the context cannot pass. Its ONNX export is the session's, copied in."""
+    import shutil
 
-
-@pytest.fixture(scope="module")
-def exported(sharp_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An export run holding onnx and gguf-f32, with the manifest `llmforge export` writes (parity is its tests')."""
     from llmforge.artifacts import RunDir
     from llmforge.export.gguf import export_gguf
-    from llmforge.export.onnx import export_onnx
 
-    model, tokenizer = load_model(ModelConfig(name_or_path=str(sharp_model_dir), dtype="float32"))
     out = tmp_path_factory.mktemp("exports") / "export"
     with RunDir(out, kind="export", command="export", config={}) as run:
-        export_onnx(model, tokenizer, run.file("onnx"))
+        shutil.copytree(sharp_onnx_dir, run.file("onnx"))
         gguf = Path(export_gguf(sharp_model_dir, run.file("gguf-f32"), outtype="f32")["path"])
         run.extra = {"formats": {"onnx": "onnx", "gguf-f32": str(gguf.relative_to(run.staging))},
                      "source_model": str(sharp_model_dir.resolve())}

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmforge.eval.metrics.tokens import (
+from llmforge.metrics.tokens import (
     kl_divergence,
     strided_nll,
     strided_perplexity_windows,

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from llmforge.errors import MissingExtraError
-from llmforge.eval.metrics.text import (
+from llmforge.metrics.text import (
     contains,
     exact_match,
     length_stats,

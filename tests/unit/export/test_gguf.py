@@ -216,7 +216,7 @@ def test_llama_cpp_tokenization_matches_hf(tiny_model_dir: Path, tmp_path: Path)
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoTokenizer
 
-    from llmforge.models.loader import DEMO_DIR
+    from llmforge.models.reference import DEMO_DIR
 
     for model_dir in (tiny_model_dir, DEMO_DIR):  # 512-token test vocab and the trained 8k demo vocab
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -239,7 +239,7 @@ def test_llama_cpp_logits_and_greedy_match_pytorch(
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmforge.models.loader import DEMO_DIR
+    from llmforge.models.reference import DEMO_DIR
 
     model_dir = tiny_model_dir if which == "tiny" else DEMO_DIR
     tok = AutoTokenizer.from_pretrained(str(model_dir))

@@ -24,26 +24,19 @@ PROMPTS = ["alpha beta gamma", "def return class import print value list dict om
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_model_dir: Path):
+def hf(sharp_model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
     # At the default init (std 0.02) greedy decoding repeats one token whatever the context, which would let a
-    # broken cache pass; larger weights make every next token depend on the context (and eos does come).
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.dim() == 2):
-            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.15)
-    return model, AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    # broken cache pass; the sharp model's larger weights make every next token depend on the context (and eos
+    # does come). tests/conftest.py builds it, and exports it (`sharp_onnx_dir`, with export_onnx's facts checked).
+    model = AutoModelForCausalLM.from_pretrained(str(sharp_model_dir), dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(str(sharp_model_dir))
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(hf, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, tokenizer = hf
-    out = tmp_path_factory.mktemp("onnx") / "fp32"
-    facts = export_onnx(model, tokenizer, out)
-    assert facts["opset"] >= 17 and "model.onnx_data" in facts["files"]
-    return out
+def onnx_dir(sharp_onnx_dir: Path) -> Path:
+    return sharp_onnx_dir  # read-only here: quantized variants are written under each test's tmp_path
 
 
 @pytest.fixture(scope="module")

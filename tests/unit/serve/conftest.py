@@ -4,6 +4,11 @@ Fast and deterministic (nanochat tests its engine the same way, with a model tha
 can be steered by their prompt's last token: `nan_token` gives NaN logits (a broken row), `boom_token` makes the
 prefill raise, and a row whose prompt ends in `hold_token` never samples eos until `release` is set (a victim that
 is certainly running meanwhile).
+
+With `context=True` (the engine tests) each row's logits also depend on everything that row has seen, prompt
+and fed tokens, kept in its state as a KV cache would be: an engine that joins, selects or feeds rows out of
+order then produces other tokens, as it would on a real model, and a decode whose state and tokens disagree in
+length raises, as a real KV cache's shapes would.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ API_KEY = "test-key"
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, tokenizer: Any, step_s: float = 0.0, max_model_len: int = 1 << 20) -> None:
+    def __init__(self, tokenizer: Any, step_s: float = 0.0, max_model_len: int = 1 << 20,
+                 context: bool = False) -> None:
         self.tokenizer = tokenizer
         self.vocab = len(tokenizer)
         self.max_model_len = max_model_len
@@ -40,10 +46,17 @@ class FakeBackend:
         self.boom_token = self.vocab - 3
         self.release = threading.Event()
         self.step_s = step_s
+        self.context = context
         self.info = {"backend": self.name}
+
+    @staticmethod
+    def _seen(digest: int, token: int) -> int:
+        return (digest * 1_000_003 + token + 1) % ((1 << 61) - 1)
 
     def _logits(self, rows: list[dict[str, int]], last: list[int]) -> torch.Tensor:
         out = self.table[torch.tensor(last)].clone()  # (B, V)
+        if self.context:  # and on the row's whole history: a row fed another row's state decodes differently
+            out += self.table[torch.tensor([row["seen"] % self.vocab for row in rows])]
         for i, row in enumerate(rows):
             if row["tag"] == self.nan_token:
                 out[i] = float("nan")
@@ -54,13 +67,23 @@ class FakeBackend:
     def prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, list[dict[str, int]]]:
         if any(p[-1] == self.boom_token for p in prompts):
             raise RuntimeError("boom: this prompt breaks the model")  # as an out-of-range id would in an embedding
-        rows = [{"tag": p[-1]} for p in prompts]
+        rows = []
+        for p in prompts:
+            seen = 0
+            for token in p:
+                seen = self._seen(seen, token)
+            rows.append({"tag": p[-1], "seen": seen})
         return self._logits(rows, [p[-1] for p in prompts]), rows
 
     def decode(self, state: list[dict[str, int]], tokens: torch.Tensor) -> torch.Tensor:
         if self.step_s:
             time.sleep(self.step_s)  # keeps a long-running victim from spinning a core
-        return self._logits(state, tokens.tolist())
+        fed = tokens.tolist()
+        if len(fed) != len(state):
+            raise RuntimeError(f"decode got {len(fed)} tokens for a state of {len(state)} rows")
+        for row, token in zip(state, fed):
+            row["seen"] = self._seen(row["seen"], token)  # in place, as a KV cache grows
+        return self._logits(state, fed)
 
     def join(self, state: list[dict[str, int]], other: list[dict[str, int]]) -> list[dict[str, int]]:
         return state + other

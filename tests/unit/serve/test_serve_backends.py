@@ -1,4 +1,5 @@
-"""Backend choice from what an artifact declares, clear errors for the ones not available, and ONNX parity."""
+"""Backend choice from what an artifact declares, clear errors for the ones not available, the transformers
+backend's batch state (KV cache) on the tiny model, and ONNX parity."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmforge.errors import ConfigError, MissingExtraError
-from llmforge.serve.backends import BACKENDS, detect_backend, load_backend
+from llmforge.serve.backends import BACKENDS, detect_backend, kv, load_backend
 from llmforge.serve.backends.base import LoadOptions
 from llmforge.serve.engine import Engine, GenerationRequest
 from llmforge.serve.sampling import SamplingParams
@@ -23,8 +25,9 @@ def test_backend_follows_the_artifacts_own_description(tmp_path: Path, tiny_mode
     assert detect_backend(str(onnx_dir)) == "onnx"
     run = tmp_path / "run"
     run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"kind": "export-gguf"}))
-    assert detect_backend(str(run)) == "llamacpp"
+    (run / "manifest.json").write_text(json.dumps({"kind": "export", "formats": {"gguf-q8_0": "gguf/model.gguf"},
+                                                   "source_model": str(tiny_model_dir)}))
+    assert detect_backend(str(run)) == "llamacpp"  # what the export run's manifest says, not a file name
 
 
 def _installed(module: str) -> bool:
@@ -49,13 +52,37 @@ def test_unknown_backend_and_too_long_context_are_refused(tiny_model_dir: Path) 
     assert load_backend(str(tiny_model_dir), LoadOptions(device="cpu", max_model_len=64)).max_model_len == 64
 
 
-def test_onnx_backend_decodes_like_transformers(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """The ONNX Runtime backend in the same engine: same greedy tokens as PyTorch, batched (export: ~11 s)."""
-    pytest.importorskip("onnxruntime")
-    export = pytest.importorskip("llmforge.export.onnx")
-    hf = load_backend(str(tiny_model_dir), LoadOptions(device="cpu"))
-    export.export_onnx(hf.model, hf.tokenizer, tmp_path / "onnx")  # type: ignore[attr-defined]
-    ort = load_backend(str(tmp_path / "onnx"))
+def test_kv_join_and_select_keep_each_rows_logits(tiny_model_dir: Path) -> None:
+    """Rows prefilled in one left-padded batch, joined from two batches, or selected out of one (their padding
+    columns dropped) give each row the logits it has alone: what the engine's continuous batching relies on."""
+    backend = load_backend(str(tiny_model_dir), LoadOptions(device="cpu"))
+    prompts = [backend.tokenizer(p)["input_ids"] for p in ["def add(a, b):", "class Stack:\n    def push(self, x):",
+                                                           "import os"]]
+    assert len({len(p) for p in prompts}) == 3
+    solo = [backend.prefill([p])[0][0] for p in prompts]
+    together, _ = backend.prefill(prompts)
+    for i in range(3):
+        torch.testing.assert_close(together[i], solo[i], atol=1e-4, rtol=1e-4)
+    _, a = backend.prefill(prompts[:1])
+    _, b = backend.prefill(prompts[1:])
+    state = backend.join(a, b)
+    assert state.rows == 3
+    state = backend.select(state, [2, 0])  # drop the longest row: its padding columns go too
+    assert state.mask.shape[1] == max(len(prompts[2]), len(prompts[0]))
+    nxt = torch.stack([solo[2].argmax(), solo[0].argmax()])
+    batched = backend.decode(state, nxt)
+    for row, i in enumerate([2, 0]):
+        _, one = backend.prefill([prompts[i]])
+        expected = backend.decode(one, nxt[row:row + 1])[0]
+        torch.testing.assert_close(batched[row], expected, atol=1e-4, rtol=1e-4)
+    assert kv.select(state, []) is None
+
+
+def test_onnx_backend_decodes_like_transformers(sharp_model_dir: Path, sharp_onnx_dir: Path) -> None:
+    """The ONNX Runtime backend in the same engine: same greedy tokens as PyTorch, batched. On the sharp tiny
+    model (tests/conftest.py), whose tokens depend on the context, and its session-wide ONNX export."""
+    hf = load_backend(str(sharp_model_dir), LoadOptions(device="cpu"))
+    ort = load_backend(str(sharp_onnx_dir))
     assert ort.name == "onnx"
     prompts = ["def add(a, b):", "class Stack:\n    def push(self, x):", "x"]
     outputs = []
@@ -68,4 +95,5 @@ def test_onnx_backend_decodes_like_transformers(tmp_path: Path, tiny_model_dir: 
             outputs.append([c.token_ids for c in engine.generate(requests, timeout=60)])
         finally:
             engine.close()
+    assert len({tuple(ids) for ids in outputs[0]}) == len(prompts)  # the tokens depend on the prompt
     assert outputs[0] == outputs[1]

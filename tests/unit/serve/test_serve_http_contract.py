@@ -1,5 +1,5 @@
 """Issue #13 over HTTP, on the fake backend: every bad value is a 400 naming its field or a documented clamp, and
-a stream already under way survives all of them; seeds, surrogates, strict types, the seed's /batch_chat list,
+a stream already under way survives all of them; seeds, surrogates, strict types, the simple /batch_chat list,
 the vLLM sampling extensions, HEAD probes and a schema that says what the server does."""
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def test_vllm_sampling_extensions_change_the_result(fake_client: Any, fake_backe
     assert r.json()["usage"]["completion_tokens"] == 5
 
 
-def test_seed_batch_chat_takes_a_bare_list_with_per_item_settings(fake_client: Any) -> None:
+def test_batch_chat_takes_a_bare_list_with_per_item_settings(fake_client: Any) -> None:
     items = [{"message": "hello", "max_length": 3}, {"message": ""}, {"message": "hi", "max_tokens": 5,
                                                                        "temperature": 0},
              {"message": "x", "model": "nope"}, {"message": "y", "top_k": 3}]

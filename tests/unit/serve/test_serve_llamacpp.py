@@ -18,13 +18,18 @@ PROMPTS = ["def add(a, b):", "class Stack:\n    def push(self, x):", "import os\
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from llmforge.config import ModelConfig
-    from llmforge.export.config import ExportConfig, ExportOptions
-    from llmforge.export.runner import export
+    """The demo model's gguf-f32 in an export run with the manifest `llmforge export` writes (0.1 s; the export
+    command itself, with its parity and speed checks, ~10 s, is tested in tests/integration/test_export.py)."""
+    from llmforge.artifacts import RunDir
+    from llmforge.export.gguf import export_gguf
+    from llmforge.models.reference import DEMO_DIR
 
     out = tmp_path_factory.mktemp("gguf") / "export"
-    export(ExportConfig(model=ModelConfig(name_or_path="demo"), export=ExportOptions(formats=["gguf-f32"]),
-                        output_dir=out))
+    with RunDir(out, kind="export", command="export", config={}) as run:
+        gguf = Path(export_gguf(DEMO_DIR, run.file("gguf-f32"), outtype="f32")["path"])
+        run.extra = {"formats": {"gguf-f32": str(gguf.relative_to(run.staging))},
+                     "source_model": str(DEMO_DIR.resolve())}
+        run.finish({})
     return out / "gguf-f32"
 
 

@@ -9,8 +9,9 @@ import torch
 from llmforge.artifacts import read_manifest
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.data.splits import load_split
-from llmforge.eval.metrics.score import score
+from llmforge.metrics.score import score
 from llmforge.models.loader import load_model
+from llmforge.progress import Hooks
 from llmforge.train.config import TrainConfig
 from llmforge.train.recipe import train
 
@@ -97,7 +98,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_model_dir: Path, prepa
                       train=TrainOptions(**{"batch_size": 8, "logging_steps": 5, **opts}),
                       output_dir=tmp_path / "crashed")
     with pytest.raises(_Crash):
-        train(cfg, callbacks=[_crash_at(7)])
+        train(cfg, Hooks(train_callbacks=lambda: [_crash_at(7)]))
     assert not (tmp_path / "crashed").exists()  # nothing published
     resumed = train(cfg, resume=True).metrics
     assert resumed["train_steps"] == whole["train_steps"]
@@ -123,7 +124,7 @@ def test_non_finite_loss_stops_with_clear_message(tiny_model_dir: Path, prepared
                       train=TrainOptions(method="lora", max_steps=12, save_steps=2, logging_steps=2),
                       output_dir=tmp_path / "nan")
     with pytest.raises(LlmforgeError, match=r"(loss became nan|weights became non-finite).*at step \d+.*last good checkpoint .*checkpoint-2\b"):
-        train(cfg, callbacks=[Poison()])
+        train(cfg, Hooks(train_callbacks=lambda: [Poison()]))
     assert not (tmp_path / "nan").exists()
 
 
@@ -175,7 +176,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir: Path, prepared
 
 
 def _mean_kl(teacher, student, dataset) -> float:
-    from llmforge.eval.metrics.tokens import kl_divergence
+    from llmforge.metrics.tokens import kl_divergence
 
     total = 0.0
     with torch.no_grad():
@@ -247,7 +248,7 @@ def test_tune_records_every_trial(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("optuna", reason="the 'tune' extra is not installed")
     from llmforge.data.config import DataConfig, SplitConfig
     from llmforge.stages import PipelineConfig
-    from llmforge.train.tune import SearchSpace, tune
+    from llmforge.tune import SearchSpace, tune
     from tests.helpers import qa_records, write_jsonl
 
     data = write_jsonl(tmp_path / "qa.jsonl", qa_records(60))

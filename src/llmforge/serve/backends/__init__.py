@@ -1,29 +1,38 @@
 """Serving backends behind one small interface (`base.Backend`), chosen from what the artifact says it is.
 
-A registry of loaders, a plain dict. The kind of an artifact comes from its files' own descriptions (an
-llmforge run's manifest, an ONNX export's `onnx_config.json`), never from a file name.
+A registry of loaders, a plain dict. A reference is resolved once (`llmforge.models.reference.resolve_ref`: its
+path, kind and manifest, read from the artifact's own descriptions, never from a file name) and that one
+`ModelRef` is what the chosen loader receives.
+
+| backend      | serves                                                     | extra     |
+|--------------|------------------------------------------------------------|-----------|
+| transformers | PyTorch models, adapters (merged on load), llmforge int8   | (core)    |
+| onnx         | llmforge ONNX exports (fp32, int8), on ONNX Runtime (CPU)  | onnx      |
+| llamacpp     | GGUF exports, on llama.cpp (llama-cpp-python)              | llamacpp  |
+| vllm         | not built in: a clear error naming what to use instead     | -         |
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from llmforge.errors import LlmforgeError, MissingExtraError
+from llmforge.models.reference import ModelRef, resolve_ref
 from llmforge.serve.backends.base import Backend, LoadOptions
 
-Loader = Callable[[str, LoadOptions], Backend]
+Loader = Callable[[ModelRef, LoadOptions], Backend]
+# The backend that serves each artifact kind (llmforge.models.reference.Kind).
+BACKEND_OF_KIND = {"transformers": "transformers", "adapter": "transformers", "int8": "transformers",
+                   "onnx": "onnx", "gguf": "llamacpp"}
 
 
-def _transformers(ref: str, opts: LoadOptions) -> Backend:
+def _transformers(ref: ModelRef, opts: LoadOptions) -> Backend:
     from llmforge.serve.backends import hf
 
     return hf.load(ref, opts)
 
 
-def _onnx(ref: str, opts: LoadOptions) -> Backend:
+def _onnx(ref: ModelRef, opts: LoadOptions) -> Backend:
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
@@ -33,15 +42,15 @@ def _onnx(ref: str, opts: LoadOptions) -> Backend:
         ) from exc
     from llmforge.serve.backends import onnx
 
-    return onnx.load(_onnx_dir(Path(ref)) or ref, opts)
+    return onnx.load(ref.path, opts)
 
 
-def _llamacpp(ref: str, opts: LoadOptions) -> Backend:
+def _llamacpp(ref: ModelRef, opts: LoadOptions) -> Backend:
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError(
-            f"{ref} is a GGUF artifact: the llamacpp backend needs llama-cpp-python, from the 'llamacpp' extra: "
+            f"{ref.ref} is a GGUF artifact: the llamacpp backend needs llama-cpp-python, from the 'llamacpp' extra: "
             "pip install 'llmforge[llamacpp]' (it compiles llama.cpp, ~13 min on 2 cores)"
         ) from exc
     from llmforge.serve.backends import llamacpp
@@ -49,7 +58,7 @@ def _llamacpp(ref: str, opts: LoadOptions) -> Backend:
     return llamacpp.load(ref, opts)
 
 
-def _vllm(ref: str, opts: LoadOptions) -> Backend:
+def _vllm(ref: ModelRef, opts: LoadOptions) -> Backend:
     raise MissingExtraError(
         "the vllm backend is not available: it needs the 'vllm' package and a CUDA GPU (pip install vllm); "
         "on this install use backend 'transformers', which also runs on a GPU"
@@ -64,42 +73,21 @@ BACKENDS: dict[str, Loader] = {
 }
 
 
-def _onnx_dir(path: Path) -> Path | None:
-    """The directory holding an llmforge ONNX export: `path` itself or the dir its manifest names."""
-    candidates = [path]
-    manifest = _manifest(path)
-    for key in ("onnx_dir", "export_dir", "model_dir"):
-        if manifest.get(key):
-            candidates.append(path / manifest[key])
-    return next((c for c in candidates if (c / "onnx_config.json").is_file()), None)
-
-
-def _manifest(path: Path) -> dict[str, Any]:
-    file = path / "manifest.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-
-
-def detect_backend(ref: str) -> str:
-    """Which backend serves `ref`: what its manifest or export config declares, else transformers."""
-    path = Path(ref).expanduser()
-    if not path.exists():
-        return "transformers"  # 'demo' or a hub id
-    manifest = _manifest(path)
-    declared = manifest.get("backend") or manifest.get("format") or manifest.get("kind") or ""
-    if _onnx_dir(path) is not None or "onnx" in str(declared):
-        return "onnx"
-    from llmforge.serve.backends.llamacpp import gguf_file
-
-    if "gguf" in str(declared) or gguf_file(path) is not None:
-        return "llamacpp"
-    return "transformers"
+def detect_backend(ref: str | ModelRef) -> str:
+    """Which backend serves `ref`: the one for the kind its manifest or export config declares."""
+    resolved = ref if isinstance(ref, ModelRef) else resolve_ref(ref)
+    if resolved.kind not in BACKEND_OF_KIND:
+        raise LlmforgeError(f"{resolved.ref} is a {resolved.kind} artifact, which no llmforge backend serves; "
+                            f"serve the model it was exported from, or one of its ONNX or GGUF exports")
+    return BACKEND_OF_KIND[resolved.kind]
 
 
 def load_backend(ref: str, opts: LoadOptions | None = None, backend: str = "auto") -> Backend:
-    name = detect_backend(ref) if backend == "auto" else backend
-    if name not in BACKENDS:
-        raise LlmforgeError(f"unknown backend '{name}'; allowed: auto, {', '.join(BACKENDS)}")
-    return BACKENDS[name](ref, opts or LoadOptions())
+    if backend != "auto" and backend not in BACKENDS:
+        raise LlmforgeError(f"unknown backend '{backend}'; allowed: auto, {', '.join(BACKENDS)}")
+    resolved = resolve_ref(ref)
+    name = detect_backend(resolved) if backend == "auto" else backend
+    return BACKENDS[name](resolved, opts or LoadOptions())
 
 
 __all__ = ["BACKENDS", "Backend", "LoadOptions", "detect_backend", "load_backend"]

@@ -14,6 +14,7 @@ import torch
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.footprint import stored_weights
+from llmforge.models.reference import ModelRef
 from llmforge.serve.backends import kv
 from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
 
@@ -96,24 +97,22 @@ def _unreadable_weights(model_dir: Path) -> Path | None:
     return None
 
 
-def load(ref: str, opts: LoadOptions) -> TransformersBackend:
-    from llmforge.artifacts import is_run_dir, read_manifest
-    from llmforge.models.loader import default_device, load_model, resolve_model
+def load(ref: ModelRef, opts: LoadOptions) -> TransformersBackend:
+    from llmforge.models.loader import default_device, load_model
 
     device = default_device() if opts.device == "auto" else torch.device(opts.device)
-    cfg = ModelConfig(name_or_path=ref, dtype=opts.dtype,  # type: ignore[arg-type]
+    cfg = ModelConfig(name_or_path=ref.ref, dtype=opts.dtype,  # type: ignore[arg-type]
                       trust_remote_code=opts.trust_remote_code)
-    resolved = resolve_model(ref)
     try:
-        model, tokenizer = load_model(cfg, device, merge_adapter=True)
+        model, tokenizer = load_model(cfg, device, merge_adapter=True, ref=ref)
     except LlmforgeError:
         raise
     except Exception as exc:  # e.g. safetensors' own error, which names no file
-        broken = _unreadable_weights(Path(resolved.path))
+        broken = _unreadable_weights(Path(ref.path))
         if broken is None:
             raise
         raise LlmforgeError(f"{broken}: not a readable safetensors file ({exc})") from exc
-    info: dict[str, Any] = {"path": resolved.path, "adapter": str(resolved.adapter) if resolved.adapter else None}
-    if is_run_dir(Path(ref)):
-        info["kind"] = read_manifest(Path(ref)).get("kind")
+    info: dict[str, Any] = {"path": ref.path, "adapter": str(ref.adapter) if ref.adapter else None}
+    if ref.run_dir is not None:
+        info["kind"] = ref.manifest.get("kind")
     return TransformersBackend(model, tokenizer, opts.max_model_len, info)

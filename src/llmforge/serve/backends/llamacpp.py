@@ -9,7 +9,6 @@ two tokenize identically).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.models.reference import ModelRef
 from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
 
 
@@ -92,29 +92,21 @@ def gguf_file(path: Path) -> Path | None:
     return files[0] if len(files) == 1 else None
 
 
-def _tokenizer_source(gguf: Path) -> Path:
-    """The model an llmforge export came from (its manifest names it): its HF tokenizer serves the text."""
-    for folder in (gguf.parent, gguf.parent.parent):
-        manifest = folder / "manifest.json"
-        if manifest.is_file():
-            source = json.loads(manifest.read_text(encoding="utf-8")).get("source_model")
-            if source and (Path(source) / "tokenizer_config.json").is_file():
-                return Path(source)
-    raise LlmforgeError(f"{gguf}: serving a GGUF needs the tokenizer of the model it was exported from; serve a "
-                        "GGUF inside an `llmforge export` run directory (its manifest names the source model)")
-
-
-def load(ref: str, opts: LoadOptions) -> LlamaCppBackend:
+def load(ref: ModelRef, opts: LoadOptions) -> LlamaCppBackend:
+    """Serve the GGUF `ref` names; its text goes through the HF tokenizer of the model it was exported from (the
+    export run's manifest names it: `ref.tokenizer`)."""
     from transformers import AutoConfig, AutoTokenizer
-
 
     lib = require("llama_cpp", "llamacpp")
     if opts.device not in ("auto", "cpu"):
         raise LlmforgeError(f"the llamacpp backend here runs on the CPU; device '{opts.device}' is not available")
-    path = gguf_file(Path(ref))
+    path = gguf_file(Path(ref.path))
     if path is None:
-        raise LlmforgeError(f"{ref}: not a .gguf file, nor a directory holding exactly one")
-    source = _tokenizer_source(path)
+        raise LlmforgeError(f"{ref.ref}: not a .gguf file, nor a directory holding exactly one")
+    if not ref.tokenizer or not (Path(ref.tokenizer) / "tokenizer_config.json").is_file():
+        raise LlmforgeError(f"{path}: serving a GGUF needs the tokenizer of the model it was exported from; serve a "
+                            "GGUF inside an `llmforge export` run directory (its manifest names the source model)")
+    source = Path(ref.tokenizer)
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     max_len = resolve_max_len(context_length(AutoConfig.from_pretrained(str(source))), opts.max_model_len)
     lib.llama_backend_init()

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError
+from llmforge.models.ort import CONFIG_FILE as ONNX_CONFIG
 from llmforge.serve.backends import kv
 from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
-
-ONNX_CONFIG = "onnx_config.json"
 
 
 def _layers(present: list[np.ndarray]) -> list[kv.KVLayer]:

@@ -1,7 +1,7 @@
 """Compression: quality against the fp32 parent, size, and decode speed, on the demo model or a real one.
 
-    python bench/compress.py [runs/demo] [--quality-samples 200]                       # the demo's fine-tuned model
-    python bench/compress.py --model /tmp/smollm2-135m-instruct --data runs/x/prepare \
+    python benchmarks/compress.py [runs/demo] [--quality-samples 200]                       # the demo's fine-tuned model
+    python benchmarks/compress.py --model /tmp/smollm2-135m-instruct --data runs/x/prepare \
         --variants real --quality-samples 64 --exports --name compress-smollm2          # a real model
 
 Every variant is made by `llmforge.compress` from the parent (by default the fine-tuned model of `make demo`,
@@ -12,7 +12,7 @@ tokens; prefill excluded; warm-up, median of 3). Both torch thread counts are tr
 is kept (small models often decode faster on one thread). torchao's int8 kernels are measured when torchao is
 importable (`pip install 'llmforge[torchao]'`). `--exports` adds what users would run instead, scored on the same
 held-out samples: ONNX Runtime int8 and llama.cpp GGUF q8_0 / q4_0 (needs llama-cpp-python), exported by
-`llmforge.export` (whose quality gate is recorded too). Writes bench/results/<name>.json and .md.
+`llmforge.export` (whose quality gate is recorded too). Writes benchmarks/results/<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from llmforge.models.footprint import artifact_bytes
+from llmforge.models.reference import artifact_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="prepared dataset run dir (instead of RUNS/prepare)")
     parser.add_argument("--variants", choices=("demo", "real"), default="demo")
     parser.add_argument("--exports", action="store_true", help="also ONNX int8 and GGUF q8_0/q4_0 of the parent")
-    parser.add_argument("--name", default="compress", help="results file stem under bench/results")
+    parser.add_argument("--name", default="compress", help="results file stem under benchmarks/results")
     parser.add_argument("--quality-samples", type=int, default=200)
     parser.add_argument("--generate-samples", type=int, default=16)
     parser.add_argument("--threads", default="1,2", help="torch thread counts tried for decode speed")
@@ -226,7 +226,7 @@ def main() -> None:
     machine = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "processor": _cpu_name(),
                "torch": torch.__version__, "parent": str(parent_ref), "quality_samples": args.quality_samples,
                "threads": THREADS}
-    out = ROOT / "bench" / "results"
+    out = ROOT / "benchmarks" / "results"
     (out / f"{args.name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
     (out / f"{args.name}.md").write_text(markdown(rows, machine))
     print(markdown(rows, machine))

@@ -1,12 +1,12 @@
 """Prepare at growing sizes: peak RSS and tokens/s of `llmforge prepare`, each size in a fresh child process.
 
-    python bench/prepare_scale.py [--sizes 100000 300000 1000000] [--baseline-src DIR [--baseline-sizes N ...]]
+    python benchmarks/prepare_scale.py [--sizes 100000 300000 1000000] [--baseline-src DIR [--baseline-sizes N ...]]
 
-Each size runs `prepare` (Alpaca records from bench/prepare.py's generator, max_length 512, truncate, dedupe on)
+Each size runs `prepare` (Alpaca records from benchmarks/prepare.py's generator, max_length 512, truncate, dedupe on)
 in a child process. Its peak RSS is the child's own `ru_maxrss` (exact, every page it ever held), and the parent
 samples the child's RSS every 0.2 s for the curve over time. `--baseline-src` points at another llmforge source
 tree (e.g. `git archive <commit> src | tar -x -C /tmp/before`, then `/tmp/before/src`): its runs are measured
-the same way, in the same invocation, and plotted beside. Writes bench/results/prepare_scale.{json,png}
+the same way, in the same invocation, and plotted beside. Writes benchmarks/results/prepare_scale.{json,png}
 (see --results).
 """
 
@@ -35,7 +35,7 @@ def child(data: Path, out: Path, max_length: int) -> None:
                         data=DataConfig(path=[str(data)], max_length=max_length, overlong="truncate"),
                         output_dir=out)
     start = time.perf_counter()
-    report = prepare(cfg).report
+    report = prepare(cfg).metrics
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime  # all threads; steadier than wall time on a shared machine

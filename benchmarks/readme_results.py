@@ -1,9 +1,9 @@
 """Write the README's results tables from measured runs (never typed by hand).
 
-    python bench/readme_results.py [runs/demo] [--total-seconds N]
+    python benchmarks/readme_results.py [runs/demo] [--total-seconds N]
 
 Reads `runs/demo/summary.json` (written by `make demo`), the shipped base model's provenance, and whatever the
-bench scripts left in bench/results/ (prepare.json, train_throughput.json, variants.md), and replaces the block
+bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, variants.md), and replaces the block
 between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from `runs/demo-real/summary.json`
 (`make demo-real`) it replaces the block between `<!-- real-results:start -->` and `<!-- real-results:end -->`.
 Either block is left as it is when its summary is missing.
@@ -77,7 +77,7 @@ def table(summary: dict, provenance: dict, total_seconds: float | None) -> str:
     if total_seconds is not None:
         rows.append(("`make demo` wall time on a fresh clone (venv install included)", f"**{total_seconds / 60:.1f} min**"))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = [f"Demo results ({machine}; written by `bench/readme_results.py` from `runs/demo/summary.json`"
+    lines = [f"Demo results ({machine}; written by `benchmarks/readme_results.py` from `runs/demo/summary.json`"
              + (", the run of a fresh clone's `make demo`, pip cache warm" if total_seconds is not None else "")
              + "):", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
@@ -110,21 +110,21 @@ def real_table(s: dict, total_seconds: float | None, note: str | None = None) ->
     if total_seconds is not None:
         rows.append(("`make demo-real` wall time (venv already installed)", f"**{total_seconds / 60:.1f} min**"))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = ["", f"Real model ({machine}; `make demo-real`, written by `bench/readme_results.py` from "
+    lines = ["", f"Real model ({machine}; `make demo-real`, written by `benchmarks/readme_results.py` from "
              f"`runs/demo-real/summary.json`{'; ' + note if note else ''}):", "",
              "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
 
 
 def bench_sections() -> str:
-    results = ROOT / "bench" / "results"
+    results = ROOT / "benchmarks" / "results"
     parts = []
     prep = results / "prepare.json"
     if prep.exists():
         p = json.loads(prep.read_text())
         n = p["records"]
         note = f" {p['note']}." if p.get("note") else ""
-        parts += ["", f"Data preparation, {n:,} synthetic Alpaca records (`bench/prepare.py`).{note}", "",
+        parts += ["", f"Data preparation, {n:,} synthetic Alpaca records (`benchmarks/prepare.py`).{note}", "",
                   "| | seconds | records/s | vs baseline |", "|---|---|---|---|",
                   f"| `datasets.map` tokenization (baseline) | {p['baseline_seconds']:.1f} | "
                   f"{n / p['baseline_seconds']:,.0f} | 1.00x |",
@@ -136,7 +136,7 @@ def bench_sections() -> str:
     if train.exists():
         t = json.loads(train.read_text())
         parts += ["", f"LoRA training, {t['records']:,} demo records, {t['epochs']} epoch, batch {t['batch']}, "
-                  f"r={t['lora_r']} (`bench/train_throughput.py`):", "",
+                  f"r={t['lora_r']} (`benchmarks/train_throughput.py`):", "",
                   "| | wall s | real tokens/s | held-out response loss |", "|---|---|---|---|"]
         for name, label in (("seed", "seed recipe (pad to max_length, HF Trainer)"), ("llmforge", "llmforge train")):
             r = t[name]
@@ -144,10 +144,10 @@ def bench_sections() -> str:
                          f"{r['held_out_response_loss']:.3f} |")
         parts.append(f"| **speedup** | **{t['speedup_wall']:.1f}x** | | |")
     for name, title in (("compress-smollm2", "Compression of a real model: SmolLM2-135M-Instruct as fine-tuned by "
-                         "`make demo-real`, on its held-out tasks (`bench/compress.py --variants real --exports`)"),
-                        ("compress", "Compression of the demo fine-tuned model (`bench/compress.py`)"),
-                        ("export", "Export formats of the demo fine-tuned model (`bench/export.py`)"),
-                        ("serve", "Serving under load (`bench/serve.py`)")):
+                         "`make demo-real`, on its held-out tasks (`benchmarks/compress.py --variants real --exports`)"),
+                        ("compress", "Compression of the demo fine-tuned model (`benchmarks/compress.py`)"),
+                        ("export", "Export formats of the demo fine-tuned model (`benchmarks/export.py`)"),
+                        ("serve", "Serving under load (`benchmarks/serve.py`)")):
         if (results / f"{name}.md").exists():
             parts += ["", f"{title}:", "", (results / f"{name}.md").read_text().strip()]
     variants = results / "variants.md"

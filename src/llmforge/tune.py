@@ -12,10 +12,8 @@ from typing import Any
 
 from llmforge.artifacts import RunDir, write_json
 from llmforge.config import Section
-from llmforge.data.config import PrepareConfig
 from llmforge.errors import require
-from llmforge.stages import PipelineConfig, stage_dirs
-from llmforge.train.config import TrainConfig
+from llmforge.stages import PipelineConfig, Stages
 
 
 class SearchSpace(Section):
@@ -37,8 +35,9 @@ def tune(cfg: PipelineConfig, n_trials: int, space: SearchSpace | None = None, s
     from llmforge.train.recipe import train
 
     space = space or SearchSpace()
-    dirs = stage_dirs(cfg)
-    prepare(PrepareConfig(model=cfg.model, data=cfg.data, output_dir=dirs["prepare"]))
+    stages = Stages(cfg)
+    dirs = stages.dirs
+    prepare(stages.prepare())
     out = cfg.output_dir / "tune"
     records: list[dict[str, Any]] = []
 
@@ -51,8 +50,8 @@ def tune(cfg: PipelineConfig, n_trials: int, space: SearchSpace | None = None, s
         if cfg.train.method in ("lora", "dora"):
             lora = lora.model_copy(update={"r": trial.suggest_categorical("lora_r", space.lora_r)})
         options = cfg.train.model_copy(update={**params, "lora": lora, "merge": False})
-        result = train(TrainConfig(model=cfg.model, data=dirs["prepare"], train=options,
-                                   output_dir=cfg.output_dir / "trials" / f"trial-{trial.number}"))
+        trial_cfg = stages.train(output=cfg.output_dir / "trials" / f"trial-{trial.number}")
+        result = train(trial_cfg.model_copy(update={"train": options}))
         return float(result.metrics["eval_loss"])
 
     def record(study: Any, trial: Any) -> None:

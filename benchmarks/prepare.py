@@ -1,6 +1,6 @@
 """Prepare throughput: `llmforge prepare` against a plain `datasets.map` tokenization, in one process.
 
-    python bench/prepare.py [--records 100000] [--workdir build/bench-prepare]
+    python benchmarks/prepare.py [--records 100000] [--workdir build/bench-prepare]
 
 The baseline is what fine-tuning scripts commonly do (and the seed did): `load_dataset("json")`, then a
 batched `map` that formats an Alpaca-style prompt and tokenizes it with truncation and padding to max_length.
@@ -70,7 +70,7 @@ def llmforge_prepare(path: Path, out: Path, max_length: int) -> tuple[float, int
                         output_dir=out)
     start = time.perf_counter()
     result = prepare(cfg)
-    return time.perf_counter() - start, result.report["tokens"]["total"], result.cached
+    return time.perf_counter() - start, result.metrics["tokens"]["total"], result.cached
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
     data = args.workdir / f"synthetic-{args.records}.jsonl"
     if not data.exists():
         synthetic_jsonl(data, args.records)
-    from llmforge.models.loader import DEMO_DIR
+    from llmforge.models.reference import DEMO_DIR
 
     out = args.workdir / "prepared"
     shutil.rmtree(out, ignore_errors=True)

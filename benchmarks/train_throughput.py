@@ -1,6 +1,6 @@
 """Training throughput: `llmforge train` (LoRA) against the seed's recipe, in one process, same model and data.
 
-    python bench/train_throughput.py [--records 1000] [--max-length 512]
+    python benchmarks/train_throughput.py [--records 1000] [--max-length 512]
 
 Seed recipe (the baseline): plain transformers Trainer + peft, Alpaca-style prompt text, every example padded
 to max_length by the tokenize step, `DataCollatorForLanguageModeling(mlm=False)` (so it trains on prompt and
@@ -8,7 +8,7 @@ response tokens). llmforge: `prepare` (chat template, loss on responses only) + 
 Both: the embedded demo base model, the same training records (stdlib docstring -> function pairs, train split),
 the same LoRA settings, epochs, learning rate, schedule and effective batch. Held-out loss is measured on the
 responses of the same test records, each model in the prompt format it was trained on.
-Writes bench/results/train_throughput.json.
+Writes benchmarks/results/train_throughput.json.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
         TrainingArguments,
     )
 
-    from llmforge.eval.metrics.score import score
-    from llmforge.models.loader import DEMO_DIR
+    from llmforge.metrics.score import score
+    from llmforge.models.reference import DEMO_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(str(DEMO_DIR))
     model = AutoModelForCausalLM.from_pretrained(str(DEMO_DIR))
@@ -122,7 +122,7 @@ def main() -> None:
         print(f"{name:12} {r['seconds']:8.1f} {r['real_tokens'] / r['seconds']:11,.0f} "
               f"{r['processed_tokens'] / r['seconds']:16,.0f} {r['held_out_response_loss']:23.4f}")
     print(f"\nwall-time speedup: {result['speedup_wall']:.2f}x (target >= 3x at the same or lower held-out loss)")
-    out = ROOT / "bench" / "results" / "train_throughput.json"
+    out = ROOT / "benchmarks" / "results" / "train_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

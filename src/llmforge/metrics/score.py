@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from llmforge.eval.metrics.tokens import IGNORE, perplexity, strided_nll, token_nll
+from llmforge.metrics.tokens import IGNORE, perplexity, strided_nll, token_nll
 from llmforge.models.runtimes import Runtime, as_runtime
 from llmforge.progress import begin
 

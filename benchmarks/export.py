@@ -1,6 +1,6 @@
 """Export formats on the demo fine-tuned model: batch-1 decode speed and file size against PyTorch fp32.
 
-    python bench/export.py [runs/demo]
+    python benchmarks/export.py [runs/demo]
 
 The model of `make demo` (runs/demo/train) is exported by `llmforge.export` (ONNX fp32 and int8, GGUF), each
 format parity-checked on the way. Then every artifact generates greedily in this process from the same
@@ -8,7 +8,7 @@ format parity-checked on the way. Then every artifact generates greedily in this
 counted; 2 warm-up runs, median of 5. The baseline is PyTorch fp32 with transformers' `generate` and its KV cache.
 Each runtime is tried with 1 and 2 threads and keeps its faster setting. GGUF runs through llama-cpp-python
 when it is installed (`pip install 'llmforge[llamacpp]'`, a ~13 min compile); otherwise its rows say so.
-Writes bench/results/export.json and bench/results/export.md.
+Writes benchmarks/results/export.json and benchmarks/results/export.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
         r["size_ratio"] = r["bytes"] / size
         if "tokens_per_second" in r:
             r["speedup"] = r["tokens_per_second"] / rows[0]["tokens_per_second"]
-    out = ROOT / "bench" / "results"
+    out = ROOT / "benchmarks" / "results"
     (out / "export.json").write_text(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "rows": rows},
                                                 indent=1) + "\n")
     (out / "export.md").write_text(markdown(rows))

@@ -1,13 +1,13 @@
 """Serving under load: `llmforge serve` against a seed-style server, same model, same load tool, one run.
 
-    python bench/serve.py [MODEL]            # default: the demo fine-tuned model (runs/demo/train), else 'demo'
+    python benchmarks/serve.py [MODEL]            # default: the demo fine-tuned model (runs/demo/train), else 'demo'
 
 Baseline (the seed's `/chat`): a FastAPI app whose handler makes one transformers `pipeline("text-generation")`
 call per request (sync handler, so FastAPI's threadpool runs requests side by side), torch's default threads.
 llmforge: `llmforge serve MODEL` with its defaults (continuous batching, KV cache). Both are driven by
 `llmforge.serve.loadtest` with 32-token replies (eos ignored, so every reply is 32 tokens) after a warm-up:
 16 concurrent clients x 64 requests (non-streaming for both, and streaming for llmforge to get time to first
-token), then one client x 20 requests for single-request latency. Writes bench/results/serve.json and .md.
+token), then one client x 20 requests for single-request latency. Writes benchmarks/results/serve.json and .md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def seed_server(port: int, model: str) -> None:
     from fastapi import FastAPI
     from transformers import pipeline
 
-    from llmforge.models.loader import resolve_model
+    from llmforge.models.reference import resolve_model
 
     pipe = pipeline("text-generation", model=resolve_model(model).path, device="cpu")
     app = FastAPI()
@@ -122,7 +122,7 @@ def main() -> None:
     result = {"model": model, "tokens": TOKENS, "clients": CLIENTS, "requests": REQUESTS, "seed": seed,
               "llmforge": ours,
               "throughput_ratio": ours["concurrent"]["tokens_per_s"] / seed["concurrent"]["tokens_per_s"]}
-    out = ROOT / "bench" / "results"
+    out = ROOT / "benchmarks" / "results"
     (out / "serve.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "serve.md").write_text(markdown(result))
     print(markdown(result))
