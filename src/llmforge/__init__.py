@@ -15,12 +15,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "prepare": ("llmforge.data.prepare", "prepare"),
-    "train": ("llmforge.train.recipe", "train"),
+    "prepare": ("llmforge.prepare.runner", "prepare"),
+    "train": ("llmforge.train.runner", "train"),
     "evaluate": ("llmforge.eval.runner", "evaluate"),
-    "compress": ("llmforge.compress.runner", "compress"),
+    "compress": ("llmforge.pipeline", "compress"),  # the stage, handed the train stage for recovery fine-tunes
     "export": ("llmforge.export.runner", "export"),
-    "serve": ("llmforge.serve.server", "serve"),
+    "serve": ("llmforge.serve.runner", "serve"),
     "ServeSettings": ("llmforge.serve.settings", "ServeSettings"),
     "run": ("llmforge.pipeline", "run"),
     "load": ("llmforge.models.loader", "load_model"),
@@ -28,7 +28,7 @@ _API = {
     "PullConfig": ("llmforge.models.pull", "PullConfig"),
     "load_config": ("llmforge.stages", "load_config"),
     "PipelineConfig": ("llmforge.stages", "PipelineConfig"),
-    "PrepareConfig": ("llmforge.data.config", "PrepareConfig"),
+    "PrepareConfig": ("llmforge.prepare.config", "PrepareConfig"),
     "TrainConfig": ("llmforge.train.config", "TrainConfig"),
     "EvalConfig": ("llmforge.eval.config", "EvalConfig"),
     "CompressConfig": ("llmforge.compress.config", "CompressConfig"),

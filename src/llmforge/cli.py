@@ -48,7 +48,7 @@ def prepare(
     set_: SetOpt = None,
 ) -> None:
     """Validate, split, render and tokenize data; print the lint report."""
-    from llmforge.data.prepare import prepare as run_prepare
+    from llmforge.prepare.runner import prepare as run_prepare
     from llmforge.ui import hooks, show_lint, show_preview
 
     cfg = _config(config, set_, data__path=data, data__validation_path=eval_data, data__test_path=test_data,
@@ -75,7 +75,7 @@ def train(
     set_: SetOpt = None,
 ) -> None:
     """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
-    from llmforge.train.recipe import train as run_train
+    from llmforge.train.runner import train as run_train
     from llmforge.ui import hooks, show_metrics
 
     cfg = _config(config, set_, model__name_or_path=model, train__method=method, train__epochs=epochs,
@@ -194,7 +194,7 @@ def serve_command(
 ) -> None:
     """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
     from llmforge.config import apply_overrides, validate
-    from llmforge.serve.server import serve
+    from llmforge.serve.runner import serve
     from llmforge.serve.settings import ServeSettings
 
     base = ServeSettings.for_models(models, served_model_name, host=host, port=port, api_keys=api_key or [],

@@ -23,10 +23,11 @@ from typing import Any
 from llmforge.artifacts import write_atomic, write_json
 from llmforge.compress.config import CompressOptions, PruneOptions, QuantizeOptions
 from llmforge.config import ModelConfig, TrainOptions
-from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
+from llmforge.data.config import DataConfig, SplitConfig
 from llmforge.data.sources import docstring_function_records, module_split, stdlib_text_records
 from llmforge.eval.config import EvalOptions
 from llmforge.export.config import ExportOptions
+from llmforge.prepare.config import PrepareConfig
 from llmforge.progress import Hooks
 from llmforge.stages import PipelineConfig
 from llmforge.train.config import TrainConfig
@@ -78,17 +79,16 @@ def demo_config(output_dir: Path = Path("runs/demo"), data: Path | None = None) 
     )
 
 
-def run_demo(cfg: PipelineConfig, hooks: Any = None) -> dict[str, Any]:
+def run_demo(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
     """Write the stdlib dataset, run the pipeline, and record the demo's total wall time in summary.json."""
     from llmforge.pipeline import run
 
+    hooks = hooks or Hooks()
     started = time.perf_counter()
-    if hooks is not None:
-        hooks.stage("demo data")
+    hooks.stage("demo data")
     records = write_demo_dataset(Path(cfg.data.path[0]))
     summary = run(cfg, hooks)
-    if hooks is not None:
-        hooks.stage("serve")
+    hooks.stage("serve")
     summary["serve"] = serve_demo(cfg)
     summary["api_p50_latency_ms"] = summary["serve"]["p50_latency_ms"]
     summary.update(demo_records=records, demo_seconds=time.perf_counter() - started)
@@ -99,11 +99,11 @@ def run_demo(cfg: PipelineConfig, hooks: Any = None) -> dict[str, Any]:
 def serve_demo(cfg: PipelineConfig) -> dict[str, Any]:
     """Serve the fine-tuned model, ask it one held-out instruction with the openai client, shut it down."""
     from llmforge.serve.check import serve_check
-    from llmforge.stages import stage_dirs
+    from llmforge.stages import Stages
 
     held_out = next(json.loads(line) for line in Path(cfg.data.path[0]).read_text(encoding="utf-8").splitlines()
                     if json.loads(line)["split"] == "test")
-    return serve_check(stage_dirs(cfg)["train"], held_out["input"], log=cfg.output_dir / "serve.log")
+    return serve_check(Stages(cfg).dirs["train"], held_out["input"], log=cfg.output_dir / "serve.log")
 
 
 # A preset: `llmforge pull smollm2-135m-instruct` (run by `make demo-real`) converts it into a transformers fp32 dir.
@@ -136,15 +136,18 @@ def real_demo_config(output_dir: Path = Path("runs/demo-real"), model: str = REA
     )
 
 
-def run_real_demo(cfg: PipelineConfig, hooks: Any = None, tasks: dict[str, int] | None = None) -> dict[str, Any]:
+def run_real_demo(cfg: PipelineConfig, hooks: Hooks | None = None,
+                  tasks: dict[str, int] | None = None) -> dict[str, Any]:
     """Derive the code tasks, run the pipeline (prepare, eval base, LoRA, eval fine-tuned), then score base and
     fine-tuned models on the held-out tasks' tests (sandboxed) and on the general probe; summary.json."""
     from llmforge.data.code_tasks import code_task_records
     from llmforge.eval.probe import probe_change
     from llmforge.pipeline import run
-    from llmforge.stages import stage_dirs
+    from llmforge.stages import Stages
 
-    stage = hooks.stage if hooks is not None else (lambda name: None)
+    stages = Stages(cfg)
+    hooks = hooks or Hooks()
+    stage = hooks.stage
     started = time.perf_counter()
     stage("demo data")
     records = code_task_records(**(tasks or REAL_TASKS))
@@ -152,10 +155,10 @@ def run_real_demo(cfg: PipelineConfig, hooks: Any = None, tasks: dict[str, int] 
     held_out = [r for r in records if r["split"] == cfg.eval.split]
     summary = run(cfg, hooks)
     scores = {}
-    for label, model in (("base", cfg.model.name_or_path), ("finetuned", str(stage_dirs(cfg)["train"]))):
+    for label, model in (("base", cfg.model.name_or_path), ("finetuned", str(stages.dirs["train"]))):
         stage(f"functional + probe: {label}")
         t = time.perf_counter()
-        scores[label] = score_real_model(ModelConfig(**{**cfg.model.model_dump(), "name_or_path": model}),
+        scores[label] = score_real_model(stages.model(model),
                                          held_out, cfg.eval.max_new_tokens, cfg.eval.batch_size)
         scores[label]["seconds"] = time.perf_counter() - t
         write_json(cfg.output_dir / f"functional-{label}.json", scores[label])
@@ -234,9 +237,9 @@ def build_base(
     stage: Callable[[str], None] = lambda name: None,
 ) -> dict[str, Any]:
     """Pretrain the demo base model from scratch with llmforge's own prepare and train (full, text mode)."""
-    from llmforge.data.prepare import prepare
     from llmforge.models.tiny import build_model, train_tokenizer
-    from llmforge.train.recipe import train
+    from llmforge.prepare.runner import prepare
+    from llmforge.train.runner import train
 
     work_dir.mkdir(parents=True, exist_ok=True)
     stage("corpus")

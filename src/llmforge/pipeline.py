@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmforge.artifacts import StageResult, write_json
-from llmforge.data.prepare import prepare
 from llmforge.eval.runner import evaluate
 from llmforge.eval.success import counted_speedup
+from llmforge.prepare.runner import prepare
 from llmforge.progress import Hooks
 from llmforge.stages import PipelineConfig, Stages
-from llmforge.train.recipe import fine_tune, train
+from llmforge.train.runner import fine_tune, train
 
 if TYPE_CHECKING:
     from llmforge.compress.config import CompressConfig

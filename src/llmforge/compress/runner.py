@@ -5,7 +5,7 @@ fine-tune) -> save the variant into a run directory -> reload it as users will a
 the parent (perplexity, KL, top-1 agreement, ROUGE) and its real size.
 
 A recovery fine-tune runs the train stage, which this stage does not import: whoever composes the stages hands
-it in as `fine_tune` (`llmforge.compress`, the CLI and the pipeline pass `llmforge.train.recipe.fine_tune`).
+it in as `fine_tune` (`llmforge.compress`, the CLI and the pipeline pass `llmforge.train.runner.fine_tune`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _fine_tune(model_dir: Path, cfg: CompressConfig, method: str, out: Path, cal
         raise LlmforgeError("compress: a recovery or gradual fine-tune needs `data` (a prepared dataset)")
     if fine_tune is None:
         raise LlmforgeError("compress: a recovery or gradual fine-tune runs the train stage; call "
-                            "`llmforge.compress`, which hands it in, or pass fine_tune=llmforge.train.recipe.fine_tune")
+                            "`llmforge.compress`, which hands it in, or pass fine_tune=llmforge.train.runner.fine_tune")
     opts = _recovery_train_options(cfg.compress.prune, method, cfg.model.name_or_path)
     return fine_tune(cfg.model.model_copy(update={"name_or_path": str(model_dir)}), cfg.data, opts, out, callbacks)
 

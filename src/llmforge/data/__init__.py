@@ -1,1 +1,2 @@
-"""Data: readers (files), formats (records -> examples), tokenize (labels), prepare (the workflow)."""
+"""Data: readers (files), formats (records -> examples), tokenize (labels), splits (made and read), and
+`prepare`, the prepare stage."""

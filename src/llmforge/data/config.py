@@ -1,13 +1,13 @@
-"""`llmforge prepare`'s config: where the records are, how they are read, split and tokenized."""
+"""The data section: where the records are, how they are read, split and tokenized (`llmforge prepare` and the
+pipeline's `data:`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmforge.config import ModelConfig, Section
+from llmforge.config import Section
 
 DataFormat = Literal[
     "auto", "input_output", "alpaca", "dolly", "sharegpt", "messages", "text", "preference"
@@ -86,10 +86,3 @@ class DataConfig(Section):
         """The splits given their own files (validation, test), each mapped to its inputs."""
         return {split: paths for split, paths in (("validation", self.validation_path), ("test", self.test_path))
                 if paths}
-
-class PrepareConfig(Section):
-    """`llmforge prepare`: raw records -> tokenized, labelled, split `datasets` directories."""
-
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Model whose tokenizer is used.")
-    data: DataConfig = Field(default_factory=DataConfig)
-    output_dir: Path = Field(Path("runs/prepare"))

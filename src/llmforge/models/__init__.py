@@ -1,4 +1,5 @@
-"""Models and tokenizers: load from a hub id, a local directory or a run directory; build demo models."""
+"""Models in every form they take: resolve a reference once (`reference.ModelRef`), load it (`loader`), its
+formats and runtimes (int8, ONNX, llama.cpp), what it weighs (`footprint`), presets and pulls, tiny test models."""
 
 from llmforge.models.loader import load_model, load_tokenizer
 from llmforge.models.reference import resolve_model

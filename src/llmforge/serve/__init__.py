@@ -14,7 +14,7 @@ from typing import Any
 _API = {
     "ServeSettings": ("llmforge.serve.settings", "ServeSettings"),
     "create_app": ("llmforge.serve.app", "create_app"),
-    "serve": ("llmforge.serve.server", "serve"),
+    "serve": ("llmforge.serve.runner", "serve"),
     "loadtest": ("llmforge.serve.loadtest", "loadtest"),
     "Engine": ("llmforge.serve.engine", "Engine"),
 }

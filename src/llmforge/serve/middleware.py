@@ -58,7 +58,7 @@ class RequestContext:
             if not getattr(getattr(app, "state", None), "draining", False):
                 raise
             # uvicorn cancels what is left at the end of its graceful shutdown. The engines abort earlier (see
-            # server.py), so this is a backstop: a 503 the client can retry, one log line, no traceback.
+            # runner.py), so this is a backstop: a 503 the client can retry, one log line, no traceback.
             log.warning("request %s was still running when the server shut down", rid)
             if not started:
                 await error_response(503, "the server is shutting down", code="service_unavailable",

@@ -1,1 +1,1 @@
-"""Training: one recipe (`recipe.train`) for every method."""
+"""The train stage: one recipe (`runner.train`) for every method (full, LoRA, DoRA, QLoRA, distillation)."""

@@ -20,7 +20,7 @@ from llmforge.train.methods import apply_method, load_base
 
 
 def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
-    from llmforge.train.recipe import batching_mode, make_collator
+    from llmforge.train.runner import batching_mode, make_collator
 
     opts = cfg.train
     train_set = load_split(cfg.data, "train")

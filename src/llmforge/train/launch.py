@@ -18,7 +18,7 @@ from llmforge.artifacts import RunDir, StageResult, read_manifest
 from llmforge.config import validate
 from llmforge.errors import LlmforgeError
 from llmforge.train.config import TrainConfig
-from llmforge.train.recipe import train
+from llmforge.train.runner import train
 
 
 def launch(cfg: TrainConfig, nproc: int, resume: bool = False) -> StageResult:

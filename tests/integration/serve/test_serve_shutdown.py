@@ -42,7 +42,7 @@ class Slow:
 
 backends.BACKENDS["transformers"] = lambda ref, opts: Slow(real(ref, opts))
 
-from llmforge.serve.server import main
+from llmforge.serve.runner import main
 main()
 """
 

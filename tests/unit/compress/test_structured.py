@@ -30,6 +30,14 @@ def test_25_percent_cuts_parameters_and_file_and_loads_with_plain_transformers(d
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path))  # plain transformers, config updated
     assert _params(reloaded) == _params(model)
     assert reloaded.config.intermediate_size == facts["intermediate_size"]
+
+
+@pytest.mark.integration
+def test_a_pruned_model_loads_and_generates_in_a_fresh_interpreter(deep_model_dir: Path, tmp_path: Path) -> None:
+    """The pruned directory stands alone: a new interpreter (~4 s, so the integration tier) loads it and decodes."""
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(deep_model_dir)))
+    structured.prune_structured(model, 0.25, heads=True, stats=None)
+    model.save_pretrained(str(tmp_path))
     tokenizer.save_pretrained(str(tmp_path))
     assert len(generate_in_fresh_process(tmp_path)) == 6
 

@@ -7,9 +7,10 @@ import pytest
 
 from llmforge.artifacts import read_manifest
 from llmforge.config import ModelConfig
-from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
-from llmforge.data.prepare import prepare
+from llmforge.data.config import DataConfig, SplitConfig
 from llmforge.errors import DataError, LlmforgeError
+from llmforge.prepare.config import PrepareConfig
+from llmforge.prepare.runner import prepare
 from tests.helpers import qa_records, write_jsonl
 
 

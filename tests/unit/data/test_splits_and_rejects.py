@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from llmforge.config import ModelConfig
-from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
-from llmforge.data.prepare import prepare
+from llmforge.data.config import DataConfig, SplitConfig
 from llmforge.data.splits import plan_splits, share, unit_hash
+from llmforge.prepare.config import PrepareConfig
+from llmforge.prepare.runner import prepare
 from tests.helpers import qa_records, write_jsonl
 
 

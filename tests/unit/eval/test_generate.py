@@ -4,11 +4,12 @@ import json
 from pathlib import Path
 
 from llmforge.config import ModelConfig
-from llmforge.data.config import DataConfig, PrepareConfig, SplitConfig
-from llmforge.data.prepare import prepare
+from llmforge.data.config import DataConfig, SplitConfig
 from llmforge.eval.config import EvalConfig, EvalOptions
 from llmforge.eval.runner import evaluate
 from llmforge.metrics.generate import Decoding, generate_batch, split_prompt
+from llmforge.prepare.config import PrepareConfig
+from llmforge.prepare.runner import prepare
 from tests.helpers import qa_records, write_jsonl
 
 IGN = -100

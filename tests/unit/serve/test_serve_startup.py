@@ -5,8 +5,6 @@ safetensors file or a garbage config.json is one error naming the file and no se
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import uvicorn
 
 from llmforge.errors import LlmforgeError
 from llmforge.serve.check import _drained
-from llmforge.serve.server import serve
+from llmforge.serve.runner import serve
 from llmforge.serve.settings import ServeSettings
 
 
@@ -49,16 +47,6 @@ def test_a_model_that_cannot_load_stops_serve_before_the_port_is_bound(tiny_mode
         message = str(err.value)
         assert str(named) in message and "\n" not in message, (name, message)
         assert "Repo id" not in message and "huggingface" not in message.lower(), message
-
-
-@pytest.mark.integration
-def test_cli_serve_on_a_missing_dir_is_one_line_before_any_uvicorn_log(tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere"
-    proc = subprocess.run([sys.executable, "-m", "llmforge.cli", "serve", str(missing), "--port", "0"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    assert len(lines) == 1 and str(missing) in lines[0] and "no such directory" in lines[0], lines
 
 
 def test_drained_needs_a_log_that_says_so(tmp_path: Path) -> None:

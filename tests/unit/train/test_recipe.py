@@ -13,7 +13,7 @@ from llmforge.metrics.score import score
 from llmforge.models.loader import load_model
 from llmforge.progress import Hooks
 from llmforge.train.config import TrainConfig
-from llmforge.train.recipe import train
+from llmforge.train.runner import train
 
 
 def _train(model: str, prepared: Path, out: Path, **opts) -> dict:
@@ -228,20 +228,6 @@ def test_distill_with_derived_student_saves_smaller_model(tiny_model_dir: Path, 
     assert student.config.num_hidden_layers == 1 and student.config.intermediate_size == 128
     assert metrics["total_parameters"] == sum(p.numel() for p in student.parameters())
     assert read_manifest(tmp_path / "s")["method"] == "distill"
-
-
-def test_two_process_ddp_equals_one_process(tiny_model_dir: Path, prepared: Path, tmp_path: Path) -> None:
-    from llmforge.train.launch import launch
-
-    opts = {"method": "full", "max_steps": 6, "learning_rate": 3e-3, "shuffle": False, "logging_steps": 1}
-    one = _train(str(tiny_model_dir), prepared, tmp_path / "one", batch_size=8, **opts)
-    cfg = TrainConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), data=prepared,
-                      train=TrainOptions(batch_size=4, **opts), output_dir=tmp_path / "two")
-    two = launch(cfg, nproc=2).metrics  # 2 processes x 4 samples = the same global batch of 8
-    assert two["train_steps"] == one["train_steps"] == 6
-    assert two["train_tokens"] == one["train_tokens"]
-    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
-    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
 
 
 def test_tune_records_every_trial(tiny_model_dir: Path, tmp_path: Path) -> None:

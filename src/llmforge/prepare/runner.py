@@ -23,7 +23,7 @@ import numpy as np
 
 from llmforge import __version__
 from llmforge.artifacts import RunDir, StageResult, is_run_dir, read_manifest, sha256_file
-from llmforge.data.config import DataConfig, PrepareConfig
+from llmforge.data.config import DataConfig
 from llmforge.data.formats import Example, apply_columns, detect_dataset_format, normalize
 from llmforge.data.readers import RawRecord, expand_inputs, iter_records
 from llmforge.data.report import LengthStats, lint_report, save_length_histogram
@@ -41,6 +41,7 @@ from llmforge.data.tokenize import (
 from llmforge.errors import DataError, LlmforgeError, Problem
 from llmforge.models.chat import ensure_chat_template
 from llmforge.models.loader import load_tokenizer
+from llmforge.prepare.config import PrepareConfig
 from llmforge.progress import Hooks, begin
 
 SPLITS = ("train", "validation", "test")

@@ -104,10 +104,10 @@ def _abort_in_flight(app: Any, grace_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m llmforge.serve.server '{"models": {"demo": "demo"}, "port": 8000}'`: settings as JSON."""
+    """`python -m llmforge.serve.runner '{"models": {"demo": "demo"}, "port": 8000}'`: settings as JSON."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        raise SystemExit("usage: python -m llmforge.serve.server SETTINGS_JSON")
+        raise SystemExit("usage: python -m llmforge.serve.runner SETTINGS_JSON")
     serve(ServeSettings.model_validate_json(args[0]))
 
 

@@ -1,0 +1,1 @@
+"""The prepare stage: raw records -> tokenized, labelled, split `datasets` directories (`runner.prepare`)."""

@@ -1,0 +1,18 @@
+"""The default (unit) tier runs torch on one thread: its tiny models gain nothing from intra-op parallelism, and on
+a shared 2-core machine (CI, a laptop running other work) OpenMP workers spinning for a busy core made the tier
+~2x slower. Code under test that sets its own thread count (the server's pool, `train.threads`) still does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
