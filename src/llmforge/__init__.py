@@ -1,9 +1,9 @@
 """llmforge: carry a language model through its whole life.
 
-Public Python API (each a typed config in, a result with its run directory out):
+Public Python API (each stage: a typed config in, a `StageResult(output_dir, metrics)` out):
 
-    from llmforge import PrepareConfig, TrainConfig, EvalConfig, CompressConfig, ExportConfig, PipelineConfig, load_config
-    from llmforge import prepare, train, evaluate, compress, export, serve, run, load
+    from llmforge import ModelConfig, PrepareConfig, TrainConfig, EvalConfig, CompressConfig, ExportConfig
+    from llmforge import PipelineConfig, load_config, prepare, train, evaluate, compress, export, serve, run, load
 
 Importing llmforge loads no model and imports no heavy library until one of these is called.
 """
@@ -28,6 +28,7 @@ _API = {
     "PullConfig": ("llmforge.models.pull", "PullConfig"),
     "load_config": ("llmforge.stages", "load_config"),
     "PipelineConfig": ("llmforge.stages", "PipelineConfig"),
+    "ModelConfig": ("llmforge.config", "ModelConfig"),
     "PrepareConfig": ("llmforge.prepare.config", "PrepareConfig"),
     "TrainConfig": ("llmforge.train.config", "TrainConfig"),
     "EvalConfig": ("llmforge.eval.config", "EvalConfig"),

@@ -175,7 +175,7 @@ def load_runtime(ref: ModelRef, model: ModelConfig | None = None, *, context: in
         from llmforge.models.loader import load_model
 
         cfg = (model or ModelConfig()).model_copy(update={"name_or_path": ref.ref})
-        torch_model, tokenizer = load_model(cfg, merge_adapter=merge_adapter)
+        torch_model, tokenizer = load_model(cfg, merge_adapter=merge_adapter, ref=ref)
         return TorchRuntime(torch_model), tokenizer
     if ref.runtime == "onnxruntime":
         from llmforge.models.ort import OrtCausalLM
