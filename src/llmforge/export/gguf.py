@@ -1,8 +1,18 @@
-"""Export a Llama-architecture Hugging Face model to GGUF, for llama.cpp and Ollama.
+"""Export a Hugging Face Llama or Qwen2 model to GGUF, for llama.cpp and Ollama.
 
-The glue around PyPI `gguf`'s GGUFWriter: map tensor names, permute q/k rows for GGML's rope layout, pick a
-type per tensor, embed the byte-level BPE tokenizer and the chat template, and stream the tensors to disk one at
-a time (a model never has to fit in memory twice). An Ollama `Modelfile` is written next to the GGUF.
+The glue around PyPI `gguf`'s GGUFWriter: map tensor names, permute q/k rows for GGML's rope layout where the
+family's llama.cpp graph needs it, pick a type per tensor, embed the byte-level BPE tokenizer (with the name of its
+pre-tokenizer as llama.cpp knows it) and the chat template, and stream the tensors to disk one at a time (a model
+never has to fit in memory twice). An Ollama `Modelfile` is written next to the GGUF.
+
+| family (HF architecture)        | llama.cpp arch | q/k rope rows        | tokenizers written (`tokenizer.ggml.pre`)      |
+|---------------------------------|----------------|----------------------|------------------------------------------------|
+| Llama, Llama 3, SmolLM2 (Llama) | llama          | permuted (rope NORM) | gpt-2 (GPT-2 regex), llama-bpe (Llama 3 regex) |
+| Qwen2, Qwen2.5 (Qwen2)          | qwen2          | as HF (rope NEOX)    | qwen2 (Qwen2 regex; its NFC normalizer: note)  |
+
+llama.cpp does not NFC-normalize text: a Qwen2 GGUF tokenizes NFC text as HF does, and decomposed text (rare:
+most text is NFC already) differently. SentencePiece tokenizers (Mistral, Llama 2, Gemma) are refused, naming
+llama.cpp's converter.
 """
 
 from __future__ import annotations
@@ -20,7 +30,21 @@ import numpy as np
 
 from llmforge.errors import LlmforgeError, require
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+
+@dataclass(frozen=True)
+class Family:
+    """How llama.cpp's graph for one HF architecture wants its tensors."""
+
+    arch: str  # gguf.MODEL_ARCH member
+    rope_permute: bool  # HF rotate-half q/k rows -> GGML's interleaved pairs (rope NORM); NEOX reads HF's layout
+    qkv_bias: bool  # q/k/v projections carry biases (llama.cpp reads attn_q.bias ...)
+
+
+ARCHITECTURES = {
+    "LlamaForCausalLM": Family("LLAMA", rope_permute=True, qkv_bias=False),
+    "Qwen2ForCausalLM": Family("QWEN2", rope_permute=False, qkv_bias=True),
+}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 # outtype -> (GGML tensor type, llama.cpp file type). K-quants appear here only when gguf-py can make them in
 # numpy (it cannot today: they need llama.cpp's llama-quantize), see `available_outtypes`.
@@ -39,6 +63,13 @@ OUTTYPES: dict[str, tuple[str, str]] = {
 _FULL_PRECISION = ("F32", "F16", "BF16", "Q8_0")
 # llama.cpp's name for the GPT-2 byte-level regex (llama-vocab.cpp maps "gpt-2" to LLAMA_VOCAB_PRE_TYPE_GPT2).
 GPT2_PRE_TOKENIZER = "gpt-2"
+# The split regexes of HF tokenizer.json (a `Split` before a regex-free `ByteLevel`) -> llama.cpp's names for them.
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")  # one digit at a time
+SPLIT_PRE_TOKENIZERS = {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2"}
+# llama.cpp turns ignore_merges on for llama-bpe (a word that is in the vocab is one token, merges or not).
+IGNORES_MERGES = ("llama-bpe",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +77,7 @@ class LlamaParams:
     """The hyperparameters llama.cpp reads, taken from a HF config.json."""
 
     name: str
+    family: Family
     vocab_size: int
     context_length: int
     hidden_size: int
@@ -72,6 +104,7 @@ class Vocab:
     add_bos: bool
     add_eos: bool
     chat_template: str | None
+    pre: str = GPT2_PRE_TOKENIZER  # llama.cpp's pre-tokenizer name
 
     @property
     def eos_token(self) -> str | None:
@@ -152,7 +185,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_params(model_dir: Path) -> LlamaParams:
-    """Read and check config.json: Llama architecture, no biases, plain rope."""
+    """Read and check config.json: a supported architecture, its biases, plain rope, no sliding window."""
     if (model_dir / "adapter_config.json").is_file():
         raise LlmforgeError(
             f"{model_dir} is a LoRA/peft adapter, not a full model; GGUF export needs merged weights: "
@@ -162,13 +195,17 @@ def read_params(model_dir: Path) -> LlamaParams:
     if not config:
         raise LlmforgeError(f"{model_dir} holds no config.json; point the export at a saved model directory")
     archs = config.get("architectures") or [config.get("model_type", "unknown")]
-    if archs[0] not in SUPPORTED_ARCHITECTURES:
+    if archs[0] not in ARCHITECTURES:
         raise LlmforgeError(
             f"GGUF export supports {', '.join(SUPPORTED_ARCHITECTURES)} only; {model_dir} is {archs[0]}. "
             "For other architectures use llama.cpp's convert_hf_to_gguf.py"
         )
-    if config.get("attention_bias") or config.get("mlp_bias"):
+    family = ARCHITECTURES[archs[0]]
+    if not family.qkv_bias and (config.get("attention_bias") or config.get("mlp_bias")):
         raise LlmforgeError(f"{model_dir}: Llama models with attention/MLP biases are not supported by GGUF export")
+    if config.get("use_sliding_window"):
+        raise LlmforgeError(f"{model_dir}: sliding-window attention is not supported by GGUF export; use llama.cpp's "
+                            "convert_hf_to_gguf.py")
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise LlmforgeError(
@@ -178,6 +215,7 @@ def read_params(model_dir: Path) -> LlamaParams:
     n_heads = config["num_attention_heads"]
     return LlamaParams(
         name=model_dir.resolve().name,
+        family=family,
         vocab_size=config["vocab_size"],
         context_length=config["max_position_embeddings"],
         hidden_size=config["hidden_size"],
@@ -199,26 +237,29 @@ def _temperature(model_dir: Path) -> float:
 # ---------------------------------------------------------------------------------------------- tokenizer
 
 
-def _check_tokenizer(tok: dict[str, Any], where: Path) -> None:
-    """Only byte-level BPE with the GPT-2 regex maps exactly onto llama.cpp's 'gpt2' model + 'gpt-2' pre."""
+def tokenizer_pre(tok: dict[str, Any], where: Path) -> str:
+    """llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer.json whose splitting it reproduces exactly:
+    GPT-2's ByteLevel regex ('gpt-2'), or a Split with Llama 3's ('llama-bpe') or Qwen2's ('qwen2') regex."""
     model, pre = tok.get("model", {}), tok.get("pre_tokenizer") or {}
-    if pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 1:
-        pre = pre["pretokenizers"][0]
-    ok = (
-        model.get("type") == "BPE"
-        and not model.get("byte_fallback")
-        and not model.get("ignore_merges")
-        and tok.get("normalizer") is None
-        and pre.get("type") == "ByteLevel"
-        and pre.get("use_regex", True)
-        and not pre.get("add_prefix_space")
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    normalizer = tok.get("normalizer")
+    byte_level = model.get("type") == "BPE" and not model.get("byte_fallback")
+    last = steps[-1] if steps else {}
+    if byte_level and last.get("type") == "ByteLevel" and not last.get("add_prefix_space"):
+        if len(steps) == 1 and last.get("use_regex", True) and normalizer is None and not model.get("ignore_merges"):
+            return GPT2_PRE_TOKENIZER
+        split = steps[0] if len(steps) == 2 else {}
+        name = SPLIT_PRE_TOKENIZERS.get((split.get("pattern") or {}).get("Regex", ""))
+        if (split.get("type") == "Split" and name and not last.get("use_regex", True)
+                and split.get("behavior") == "Isolated" and not split.get("invert")
+                and normalizer in (None, {"type": "NFC"})
+                and bool(model.get("ignore_merges")) == (name in IGNORES_MERGES)):
+            return name
+    kind = "SentencePiece-style (byte fallback)" if model.get("byte_fallback") else "this"
+    raise LlmforgeError(
+        f"{where}: GGUF export writes byte-level BPE tokenizers with the GPT-2, Llama 3 or Qwen2 pre-tokenizer; "
+        f"{kind} tokenizer differs. Use llama.cpp's convert_hf_to_gguf.py, which knows more tokenizers"
     )
-    if not ok:
-        raise LlmforgeError(
-            f"{where}: GGUF export supports byte-level BPE tokenizers with the GPT-2 pre-tokenizer "
-            "(as llmforge's own models use); this tokenizer differs. For hub models use llama.cpp's "
-            "convert_hf_to_gguf.py, which knows their pre-tokenizers"
-        )
 
 
 def read_vocab(model_dir: Path, vocab_size: int) -> Vocab:
@@ -227,14 +268,15 @@ def read_vocab(model_dir: Path, vocab_size: int) -> Vocab:
     if not tok_path.is_file():
         raise LlmforgeError(f"{model_dir} holds no tokenizer.json; save the tokenizer with the model")
     tok = _read_json(tok_path)
-    _check_tokenizer(tok, tok_path)
+    pre = tokenizer_pre(tok, tok_path)
     tokens, types = _token_table(tok, vocab_size, tok_path)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
     tok_config = _read_json(model_dir / "tokenizer_config.json")
     ids = {t: i for i, t in enumerate(tokens)}
     bos_id, eos_id, pad_id = (ids.get(_token_str(tok_config.get(k))) for k in ("bos_token", "eos_token", "pad_token"))
     add_bos, add_eos = _adds_specials(tok_path, bos_id, eos_id)
-    return Vocab(tokens, types, merges, bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config))
+    return Vocab(tokens, types, merges, bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config),
+                 pre)
 
 
 def _token_table(tok: dict[str, Any], vocab_size: int, where: Path) -> tuple[list[str], list[int]]:
@@ -328,7 +370,7 @@ def plan_tensors(
     gguf: Any, shapes: dict[str, tuple[tuple[int, ...], Path]], params: LlamaParams, outtype: str
 ) -> list[TensorPlan]:
     """Map HF tensor names to GGUF names and types; refuse tensors llama.cpp's Llama graph would not read."""
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, params.n_layers)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[params.family.arch], params.n_layers)
     plan = []
     for hf_name, (shape, file) in shapes.items():
         if params.tied and hf_name == "lm_head.weight":
@@ -337,7 +379,8 @@ def plan_tensors(
             continue  # recomputed by llama.cpp from rope_theta
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise LlmforgeError(f"tensor '{hf_name}' has no GGUF counterpart for a Llama model; cannot export it")
+            raise LlmforgeError(f"tensor '{hf_name}' has no GGUF counterpart for a {params.family.arch.lower()} model; "
+                                "cannot export it")
         qtype = tensor_qtype(name, shape, outtype, params.tied)
         block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
         if shape[-1] % block:
@@ -347,14 +390,16 @@ def plan_tensors(
 
 
 def _load_tensor(t: TensorPlan, params: LlamaParams) -> np.ndarray:
-    """One tensor as float32 numpy, q/k rows permuted for GGML's rope."""
+    """One tensor as float32 numpy; q/k rows (weights and biases) permuted where the family's rope needs it."""
     from safetensors import safe_open
 
     with safe_open(str(t.file), framework="pt") as f:
         weight = f.get_tensor(t.hf_name).float().numpy()  # bf16 has no numpy dtype: go through torch
-    if t.hf_name.endswith("self_attn.q_proj.weight"):
+    if not params.family.rope_permute:
+        return weight
+    if t.hf_name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
         weight = permute_rope(weight, params.n_heads)
-    elif t.hf_name.endswith("self_attn.k_proj.weight"):
+    elif t.hf_name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
         weight = permute_rope(weight, params.n_kv_heads)
     return weight
 
@@ -385,7 +430,7 @@ def _add_metadata(gguf: Any, writer: Any, params: LlamaParams, vocab: Vocab, out
 
 def _add_vocab(writer: Any, vocab: Vocab) -> None:
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(GPT2_PRE_TOKENIZER)
+    writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
     writer.add_token_merges(vocab.merges)
@@ -401,7 +446,7 @@ def _add_vocab(writer: Any, vocab: Vocab) -> None:
 
 def _write_gguf(gguf: Any, path: Path, params: LlamaParams, vocab: Vocab, plan: list[TensorPlan], outtype: str) -> None:
     """Header and tensor infos first, then each tensor loaded, converted and written on its own."""
-    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[params.family.arch]])
     _add_metadata(gguf, writer, params, vocab, outtype)
     for t in plan:
         ggml_type = gguf.GGMLQuantizationType[t.qtype]
