@@ -38,8 +38,9 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; 'auto' is float32 on CPU and bfloat16 on a GPU that supports it."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="Attention kernel."
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel; 'auto' lets transformers pick the best one the architecture supports "
+        "(sdpa where it can, eager for e.g. Gemma 2, which has no sdpa path)."
     )
 
 

@@ -30,6 +30,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _attention(cfg: ModelConfig) -> dict[str, Any]:
+    """transformers picks the kernel itself unless one is asked for (it refuses sdpa where an architecture has none)."""
+    return {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
+
+
 def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
 
@@ -90,7 +95,7 @@ def load_model(
         extra = {"quantization_config": quantization_config, "device_map": {"": device.index or 0}}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=dtype, attn_implementation=cfg.attn_implementation, **_hub_kwargs(cfg), **extra
+            resolved.path, dtype=dtype, **_attention(cfg), **_hub_kwargs(cfg), **extra
         )
     except (OSError, ValueError) as exc:
         raise _load_error(resolved.path, exc) from exc
