@@ -81,6 +81,17 @@ def _turn_end(full: str, content_end: int, turn_end: int, eos: str | None) -> in
     return content_end + len(tail.rstrip())
 
 
+def _closer(full: str, messages: Sequence[dict[str, str]], render: ChatRenderer, eos: str | None) -> str:
+    """What a template writes after the last turn when no generation prompt follows, e.g. Phi-3's eos: a rendered
+    prefix ends with it where the whole conversation goes on. It closes the conversation; it is no turn's end."""
+    if not eos or not full.endswith(eos) or len(messages) < 2:
+        return ""
+    head = render(messages[:-1])
+    if head.endswith(eos) and not full.startswith(head) and full.startswith(head[: -len(eos)]):
+        return eos
+    return ""
+
+
 def render_chat(
     tokenizer: Any, messages: Sequence[dict[str, str]], train_on_inputs: bool = False,
     render: ChatRenderer | None = None,
@@ -91,12 +102,15 @@ def render_chat(
     full = _render(messages)
     if train_on_inputs:
         return Rendered(full, ((0, len(full)),))
+    closer = _closer(full, messages, _render, tokenizer.eos_token)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
         prefix = _render(messages[:i], add_generation_prompt=True)
         through = full if i == len(messages) - 1 else _render(messages[: i + 1])
+        if closer and through.endswith(closer):
+            through = through[: -len(closer)]
         if not (full.startswith(prefix) and full.startswith(through)):
             raise LlmforgeError(
                 "the chat template renders a conversation differently from its prefixes, so assistant turns "

@@ -86,3 +86,63 @@ def test_property_trainable_tokens_decode_to_assistant_contents(tokenizer, turns
     (sample,) = tokenize_batch(tokenizer, [render_chat(tokenizer, messages)])
     eos = tokenizer.eos_token
     assert trained_text(tokenizer, sample) == "".join(a + eos for _, a in turns)
+
+
+# --- other families' templates -------------------------------------------------------------------------------------
+
+PHI3_TEMPLATE = (  # Phi-3-mini-4k-instruct's tokenizer_config.json: eos closes a conversation with no generation prompt
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def phi3_tokenizer(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tok.add_special_tokens({"eos_token": "<|endoftext|>",
+                            "additional_special_tokens": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]})
+    tok.chat_template = PHI3_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="module")
+def family_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from transformers import AutoTokenizer
+
+    from tests.families import FAMILIES, build_family
+
+    root = tmp_path_factory.mktemp("families")
+    return {name: AutoTokenizer.from_pretrained(str(build_family(name, root))) for name in FAMILIES}
+
+
+def _chat(turns: list[tuple[str, str]], system: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return messages
+
+
+family_content = content.map(str.strip).filter(lambda s: s and "<|" not in s)
+
+
+@settings(max_examples=40, deadline=None)
+@given(turns=st.lists(st.tuples(content, content), min_size=1, max_size=3), system=st.one_of(st.none(), content))
+def test_phi3_template_closing_eos_is_not_trained_and_each_turn_ends_with_end(phi3_tokenizer, turns, system) -> None:
+    (sample,) = tokenize_batch(phi3_tokenizer, [render_chat(phi3_tokenizer, _chat(turns, system))])
+    assert trained_text(phi3_tokenizer, sample) == "".join(a + "<|end|>" for _, a in turns)
+    assert sample.input_ids[-1] == phi3_tokenizer.eos_token_id and sample.labels[-1] == IGNORE
+
+
+@settings(max_examples=30, deadline=None)
+@given(turns=st.lists(st.tuples(family_content, family_content), min_size=1, max_size=3),
+       system=st.one_of(st.none(), family_content), family=st.sampled_from(["llama3", "qwen2"]))
+def test_family_templates_train_each_answer_and_its_end_of_turn_token(family_tokenizers, turns, system,
+                                                                      family) -> None:
+    tok = family_tokenizers[family]
+    (sample,) = tokenize_batch(tok, [render_chat(tok, _chat(turns, system))])
+    end = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>"}[family]
+    assert trained_text(tok, sample) == "".join(a + end for _, a in turns)
