@@ -4,6 +4,7 @@ backend's batch state (KV cache) on the tiny model, and ONNX parity."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,18 +31,13 @@ def test_backend_follows_the_artifacts_own_description(tmp_path: Path, tiny_mode
     assert detect_backend(str(run)) == "llamacpp"  # what the export run's manifest says, not a file name
 
 
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 @pytest.mark.parametrize("name, extra", [("llamacpp", "llamacpp"), ("vllm", "vllm")])
-def test_unavailable_backends_name_what_they_need(name: str, extra: str) -> None:
-    if name == "llamacpp" and _installed("llama_cpp"):
-        pytest.skip("llama-cpp-python is installed here: tests/unit/serve/test_serve_llamacpp.py serves with it")
+def test_unavailable_backends_name_what_they_need(name: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmforge.models.reference import ModelRef
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as where the extra is not installed: import fails
     with pytest.raises(MissingExtraError, match=extra):
-        BACKENDS[name]("some/model", LoadOptions())
+        BACKENDS[name](ModelRef("some/model.gguf", "gguf", "some/model.gguf"), LoadOptions())
 
 
 def test_unknown_backend_and_too_long_context_are_refused(tiny_model_dir: Path) -> None:
