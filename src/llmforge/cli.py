@@ -26,6 +26,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Hub id, model dir, run dir, 'demo', or a preset "
                                                                "(`llmforge models`).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory to write.")]
+ChatTemplateOpt = Annotated[Optional[str], typer.Option(
+    "--chat-template", help="A named template (chatml, llama-3, llama-2, mistral, gemma, phi-3, user-assistant, "
+    "dialogpt) or a Jinja file, instead of the tokenizer's own.")]
 
 
 def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> PipelineConfig:
@@ -45,6 +48,7 @@ def prepare(
     format: Annotated[Optional[str], typer.Option(help="Record format (default: auto-detect).")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Maximum tokens per sample.")] = None,
     preview: Annotated[int, typer.Option(help="Show N prepared samples, trained tokens highlighted.")] = 0,
+    chat_template: ChatTemplateOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Validate, split, render and tokenize data; print the lint report."""
@@ -52,7 +56,8 @@ def prepare(
     from llmforge.ui import hooks, show_lint, show_preview
 
     cfg = _config(config, set_, data__path=data, data__validation_path=eval_data, data__test_path=test_data,
-                  model__name_or_path=model, data__format=format, data__max_length=max_length)
+                  model__name_or_path=model, data__format=format, data__max_length=max_length,
+                  data__chat_template=chat_template)
     result = run_prepare(Stages(cfg).prepare(output), hooks())
     show_lint(result.metrics, result.output_dir, result.cached)
     if preview:
@@ -190,6 +195,7 @@ def serve_command(
                                  help="Name clients use in `model` (one per model; default: the reference).")]
     = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="Context length (prompt + completion).")] = None,
+    chat_template: ChatTemplateOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
@@ -198,7 +204,7 @@ def serve_command(
     from llmforge.serve.settings import ServeSettings
 
     base = ServeSettings.for_models(models, served_model_name, host=host, port=port, api_keys=api_key or [],
-                                    max_model_len=max_model_len)
+                                    max_model_len=max_model_len, chat_template=chat_template)
     serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
 
 

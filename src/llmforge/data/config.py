@@ -60,7 +60,9 @@ class DataConfig(Section):
     )
     train_on_inputs: bool = Field(False, description="Also train on prompt tokens, not only the assistant's.")
     chat_template: str | None = Field(
-        None, description="Named template ('chatml') to use when the tokenizer has none."
+        None, description="Chat template to render with instead of the tokenizer's own: a name (chatml, llama-3, "
+        "llama-2, mistral, gemma, phi-3, user-assistant, dialogpt) or a Jinja file. Saved with the prepared data's "
+        "tokenizer, so training and serving see the same."
     )
     strict: bool = Field(True, description="Stop on bad records (listing them); else skip them to a rejects file.")
     dedupe: bool = Field(True, description="Drop exact duplicate records.")

@@ -1,11 +1,17 @@
-"""Chat templates, for tokenizers that come without one.
+"""Chat templates, for tokenizers that come without one (or with one the user replaces).
 
 The template decides what the model sees in training *and* in serving, so it is saved with every tokenizer
 that llmforge writes: a model good in training and garbage after export usually differs here.
+
+Named templates follow each family's published template. A family whose template has no system role (Mistral,
+Gemma) gets the system message folded into the first user turn, as its model card documents; DialoGPT (turns
+separated by eos, no roles) refuses a system message, naming the record. A Jinja file may be given instead of
+a name (`data.chat_template: path/to/template.jinja`, `--chat-template FILE` in prepare and serve).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from llmforge.errors import ConfigError
@@ -18,18 +24,79 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+LLAMA3 = (  # Meta-Llama-3-8B-Instruct
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+# A system message that the family's template cannot hold is folded into the first user turn.
+_FOLD_SYSTEM = (
+    "{% if messages and messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = none %}{% endif %}"
+)
+LLAMA2 = (  # Llama-2-chat: [INST] turns, the system prompt in <<SYS>> inside the first one
+    _FOLD_SYSTEM + "{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{% set content = message['content'] %}{% if loop.first and system is not none %}"
+    "{% set content = '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + content %}{% endif %}"
+    "{{ bos_token + '[INST] ' + content + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+MISTRAL = (  # Mistral-7B-Instruct: no system role; it is prepended to the first user message
+    _FOLD_SYSTEM + "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{% set content = message['content'] %}{% if loop.first and system is not none %}"
+    "{% set content = system + '\n\n' + content %}{% endif %}{{ '[INST] ' + content + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+GEMMA = (  # Gemma 2/3: <start_of_turn>user|model; no system role, folded into the first user turn
+    _FOLD_SYSTEM + "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{% set content = message['content'] %}{% if loop.first and system is not none %}"
+    "{% set content = system + '\n\n' + content %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + content + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+PHI3 = (  # Phi-3-mini-instruct: eos closes a conversation that no generation prompt follows
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+USER_ASSISTANT = (  # plain "User: ... / Assistant: ..." text, for base models without special tokens
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + eos_token + '\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+DIALOGPT = (  # DialoGPT: the turns of a conversation, each followed by eos; no roles
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('the dialogpt template has no system role (turns separated by eos); drop the system "
+    "message or choose another data.chat_template') }}{% endif %}{{ message['content'] + eos_token }}{% endfor %}"
+)
 
-TEMPLATES = {"chatml": CHATML}
+TEMPLATES = {"chatml": CHATML, "llama-3": LLAMA3, "llama-2": LLAMA2, "mistral": MISTRAL, "gemma": GEMMA,
+             "phi-3": PHI3, "user-assistant": USER_ASSISTANT, "dialogpt": DIALOGPT}
+
+
+def template_text(name_or_file: str) -> str:
+    """The Jinja text of a named template, or of a template file."""
+    if name_or_file in TEMPLATES:
+        return TEMPLATES[name_or_file]
+    path = Path(name_or_file).expanduser()
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ConfigError(f"chat template '{name_or_file}' is neither a known name ({', '.join(TEMPLATES)}) nor a "
+                      "Jinja file")
 
 
 def ensure_chat_template(tokenizer: Any, name: str | None = None) -> None:
-    """Give `tokenizer` a chat template: the named one, else keep its own, else refuse clearly."""
+    """Give `tokenizer` a chat template: the named one (or a Jinja file), else keep its own, else refuse clearly."""
     if name is not None:
-        if name not in TEMPLATES:
-            raise ConfigError(f"data.chat_template: unknown template '{name}'; allowed: {', '.join(TEMPLATES)}")
-        tokenizer.chat_template = TEMPLATES[name]
+        try:
+            tokenizer.chat_template = template_text(name)
+        except ConfigError as exc:
+            raise ConfigError(f"data.chat_template: {exc}") from None
         return
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             "the tokenizer has no chat template; set data.chat_template to one of: " + ", ".join(TEMPLATES)
+            + " (or a Jinja file)"
         )

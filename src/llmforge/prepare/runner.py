@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from jinja2 import TemplateError
 
 from llmforge import __version__
 from llmforge.artifacts import RunDir, StageResult, is_run_dir, read_manifest, sha256_file
@@ -49,6 +50,8 @@ DETECT_SAMPLE = 100
 BATCH = 512
 
 Progress = Callable[[int], None]
+
+CHAT_TEMPLATE = "chat_template.jinja"  # in a prepared run: the template its chats were rendered with
 
 
 @dataclass
@@ -395,6 +398,9 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
         (run.file("lint.json")).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         save_length_histogram(writer.lengths, run.file("lengths.png"))
         run.extra = {"inputs": [str(Path(f).resolve()) for f in files], "tokenizer": cfg.model.name_or_path}
+        if cfg.data.chat_template:  # the template the data was rendered with travels to training, then serving
+            run.file(CHAT_TEMPLATE).write_text(tokenizer.chat_template, encoding="utf-8")
+            run.extra["chat_template"] = CHAT_TEMPLATE
         if split_files:
             run.extra["split_inputs"] = {split: [str(Path(f).resolve()) for f in group]
                                          for split, group in split_files.items()}
@@ -411,8 +417,15 @@ def _stream(cfg: DataConfig, tokenizer: Any, examples: Iterator[tuple[str | None
     batch: list[tuple[str, Example]] = []
 
     def flush() -> None:
-        rendered = [_render(tokenizer, ex, cfg, renderer) for _, ex in batch]
-        for (split, ex), sample in zip(batch, tokenize_batch(tokenizer, rendered)):
+        rendered, kept = [], []
+        for split, ex in batch:
+            try:
+                rendered.append(_render(tokenizer, ex, cfg, renderer))
+                kept.append((split, ex))
+            except (LlmforgeError, TemplateError) as exc:  # this record, not the run: named, like any bad record
+                writer.state.add([Problem(ex.source, ex.line, "messages", f"the chat template cannot render it: "
+                                          f"{exc}")])
+        for (split, ex), sample in zip(kept, tokenize_batch(tokenizer, rendered)):
             writer.add(split, ex, sample)
         if progress:
             progress(len(batch))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from llmforge.models.chat import template_text
 from llmforge.serve.backends import load_backend
 from llmforge.serve.backends.base import Backend, LoadOptions
 from llmforge.serve.engine import Engine, EngineConfig, GenerationRequest, RequestStats
@@ -94,6 +95,8 @@ class ModelPool:
         opts = LoadOptions(device=s.device, dtype=s.dtype, max_model_len=s.max_model_len,
                            max_rows=s.max_concurrency, threads=s.threads)
         backend = self.loader(model.ref, opts, s.backend)
+        if s.chat_template:  # checked when the settings were made; applied before any request is rendered
+            backend.tokenizer.chat_template = template_text(s.chat_template)
         on_finish = (lambda stats: self.on_finish(model.name, stats)) if self.on_finish else None
         engine = Engine(backend, EngineConfig(s.max_concurrency, s.max_queue, s.max_prefill_tokens))
         model.backend, model.engine = backend, engine.start()

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmforge.models.chat import template_text
 from llmforge.serve.backends import BACKENDS
 
 
@@ -54,6 +55,10 @@ class ServeSettings(BaseModel):
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM: stop accepting, let in-flight requests finish for this long."
     )
+    chat_template: str | None = Field(
+        None, description="Chat template for every model instead of its tokenizer's own: a name (chatml, llama-3, "
+        "llama-2, mistral, gemma, phi-3, user-assistant, dialogpt) or a Jinja file (vLLM: --chat-template)."
+    )
     warmup: bool = Field(True, description="Run one short generation per model before /ready says ready.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -72,6 +77,13 @@ class ServeSettings(BaseModel):
     def _known(cls, v: str) -> str:
         if v != "auto" and v not in BACKENDS:
             raise ValueError(f"unknown backend '{v}'; allowed: auto, {', '.join(BACKENDS)}")
+        return v
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            template_text(v)  # a name or a readable file, checked before any model loads
         return v
 
     @property

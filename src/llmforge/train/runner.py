@@ -165,6 +165,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
     val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
     teacher = load_teacher(cfg.model, cfg.train)
     model, tokenizer = load_base(cfg.model, cfg.train, teacher)
+    template = read_manifest(cfg.data).get("chat_template")
+    if template:  # the data was rendered with a chosen template: the model is saved with it, to be served with it
+        tokenizer.chat_template = (Path(cfg.data) / template).read_text(encoding="utf-8")
     model.config.use_cache = False  # required for packed samples to stay separate
     model = apply_method(model, cfg.train)
     with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, **lineage(data=cfg.data),

@@ -218,3 +218,36 @@ def test_split_files_config_shape_and_flags() -> None:
     assert flags.data.test_path == ["x.csv"] and flags.data.validation_path == []
     with pytest.raises(ConfigError, match="data.split.column"):
         load_config(None, ["data.split.column=split", "data.test_path=x.csv"])
+
+
+def test_a_template_that_cannot_render_a_record_names_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    chats = [{"messages": [{"role": "user", "content": f"hello {i}"}, {"role": "assistant", "content": "hi"}]}
+             for i in range(6)]
+    chats[3]["messages"].insert(0, {"role": "system", "content": "be brief"})  # DialoGPT has no system role
+    data = write_jsonl(tmp_path / "chats.jsonl", chats)
+    with pytest.raises(DataError, match=r"chats\.jsonl:4: field 'messages'.*no system role"):
+        prepare(cfg(tiny_model_dir, [data], tmp_path / "o", chat_template="dialogpt", split=SplitConfig(test=0.2)))
+    kept = prepare(cfg(tiny_model_dir, [data], tmp_path / "lenient", chat_template="dialogpt", strict=False,
+                       split=SplitConfig(test=0.2)))
+    assert sum(kept.metrics["samples"].values()) == 5
+
+
+def test_a_jinja_file_is_a_chat_template(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    template = tmp_path / "mine.jinja"
+    template.write_text("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}"
+                        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    data = write_jsonl(tmp_path / "chats.jsonl", [{"messages": [{"role": "user", "content": "q"},
+                                                                {"role": "assistant", "content": "a"}]}] * 3)
+    out = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", chat_template=str(template), dedupe=False,
+                      split=SplitConfig(validation=0, test=0))).output_dir
+    assert (out / read_manifest(out)["chat_template"]).read_text() == template.read_text()
+    from llmforge.config import TrainOptions
+    from llmforge.train.config import TrainConfig
+    from llmforge.train.runner import train
+
+    trained = train(TrainConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), data=out,
+                                train=TrainOptions(method="full", max_steps=1, batch_size=2), output_dir=tmp_path / "t"))
+    saved = AutoTokenizer.from_pretrained(str(trained.output_dir / "model"))
+    assert saved.chat_template == template.read_text()  # served with the template it was trained on

@@ -146,3 +146,45 @@ def test_family_templates_train_each_answer_and_its_end_of_turn_token(family_tok
     (sample,) = tokenize_batch(tok, [render_chat(tok, _chat(turns, system))])
     end = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>"}[family]
     assert trained_text(tok, sample) == "".join(a + end for _, a in turns)
+
+
+@pytest.fixture(scope="module")
+def any_template_tokenizer(tiny_model_dir: Path):
+    """The tiny tokenizer with every named template's special tokens (eos stays <|im_end|>)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<start_of_turn>", "<end_of_turn>",
+        "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]})
+    return tok
+
+
+def _turn_end(template: str, eos: str) -> str:
+    """What each named template trains after an answer: its end-of-turn token (the tiny tokenizer's eos is
+    <|im_end|>, so eos-terminated templates end with it)."""
+    return {"chatml": eos, "llama-3": "<|eot_id|>", "llama-2": " " + eos, "mistral": eos, "gemma": "<end_of_turn>",
+            "phi-3": "<|end|>", "user-assistant": eos, "dialogpt": eos}[template]
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.lists(st.tuples(family_content, family_content), min_size=1, max_size=3),
+       system=st.one_of(st.none(), family_content))
+@pytest.mark.parametrize("template", ["chatml", "llama-3", "llama-2", "mistral", "gemma", "phi-3", "user-assistant",
+                                      "dialogpt"])
+def test_every_named_template_trains_each_answer_and_its_end_of_turn(any_template_tokenizer, template, turns,
+                                                                     system) -> None:
+    from llmforge.models.chat import TEMPLATES
+
+    tok = any_template_tokenizer
+    tok.chat_template = TEMPLATES[template]
+    if template == "dialogpt" and system:  # no system role there: refused, naming why
+        from jinja2 import TemplateError
+
+        with pytest.raises(TemplateError, match="no system role"):
+            render_chat(tok, _chat(turns, system))
+        return
+    (sample,) = tokenize_batch(tok, [render_chat(tok, _chat(turns, system))])
+    assert trained_text(tok, sample) == "".join(a + _turn_end(template, tok.eos_token) for _, a in turns)
+    if system and template in ("mistral", "gemma", "llama-2"):  # folded into the first user turn, not dropped
+        assert system in tok.decode(sample.input_ids)

@@ -38,3 +38,34 @@ def test_api_keys_need_bearer_and_an_exact_match() -> None:
     assert auth._allowed("Bearer alpha") and auth._allowed("bearer beta")
     for header in ("", "Bearer", "Bearer alph", "Bearer alphaa", "Basic alpha", "alpha"):
         assert not auth._allowed(header)
+
+
+def test_chat_template_replaces_the_tokenizers_own_in_the_rendered_prompt(tiny_tokenizer, tmp_path) -> None:
+    import copy
+    import time
+
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from llmforge.errors import LlmforgeError
+    from llmforge.serve.app import create_app
+    from llmforge.serve.settings import ServeSettings
+    from tests.unit.serve.conftest import FakeBackend
+
+    with pytest.raises((LlmforgeError, ValueError), match="neither a known name"):
+        ServeSettings(models={"m": "demo"}, chat_template=str(tmp_path / "missing.jinja"))
+    backend = FakeBackend(copy.deepcopy(tiny_tokenizer), max_model_len=256)
+    settings = ServeSettings(models={"fake": "fake"}, device="cpu", warmup=False, chat_template="user-assistant")
+    app = create_app(settings, loader=lambda ref, opts, kind: backend)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        reply = client.post("/v1/chat/completions", json={"model": "fake", "max_tokens": 2, "temperature": 0,
+                                                          "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200, reply.text
+    rendered = backend.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                     add_generation_prompt=True)
+    assert rendered == "User: hi\nAssistant: " and reply.json()["usage"]["prompt_tokens"] == len(
+        backend.tokenizer(rendered, add_special_tokens=False)["input_ids"])
