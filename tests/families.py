@@ -70,10 +70,10 @@ def _llama3(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     raw["model"]["ignore_merges"] = True  # as Llama 3's tokenizer.json: a whole word in the vocab is one token
     tok = Tokenizer.from_str(json.dumps(raw))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eot, pad_token="<|end_of_text|>",
-                                   model_max_length=256, clean_up_tokenization_spaces=False)
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
     fast.chat_template = LLAMA3_TEMPLATE
     config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
                          eos_token_id=fast.eos_token_id)
     return fast, LlamaForCausalLM(config)
@@ -85,10 +85,10 @@ def _qwen2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = _byte_level_bpe(QWEN2_REGEX, specials, 600, nfc=True)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   model_max_length=256, clean_up_tokenization_spaces=False)
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
     fast.chat_template = QWEN2_TEMPLATE
     config = Qwen2Config(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          rope_theta=1000000.0, tie_word_embeddings=True, eos_token_id=fast.eos_token_id,
                          bos_token_id=None)
     return fast, Qwen2ForCausalLM(config)
