@@ -126,3 +126,15 @@ def test_llama_cpp_tokenizes_scores_and_decodes_as_transformers(family: str, fam
         llm.eval([cpp_new[-1]])
     llm.close()
     assert cpp_new == hf_new
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_modelfile_template_default_system_prompt_and_stops(family: str, family_dirs: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    text = Path(export.export_gguf(family_dirs[family], tmp_path, outtype="f16")["modelfile"]).read_text()
+    if family == "qwen2":  # its template adds a system turn to every conversation without one: Ollama's SYSTEM
+        assert "<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>" in text
+        assert 'SYSTEM """You are a helpful assistant."""' in text and 'PARAMETER stop "<|im_end|>"' in text
+    else:
+        assert "<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>" in text
+        assert "SYSTEM" not in text and 'PARAMETER stop "<|eot_id|>"' in text
