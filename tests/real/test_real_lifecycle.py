@@ -139,6 +139,8 @@ def test_gguf_export_parity_through_llama_cpp(exported: Path) -> None:
     gguf = _json(exported / "metrics.json")["formats"]["gguf-q8_0"]
     assert gguf["tensors"] > 0 and gguf["tensor_types"].get("Q8_0", 0) > 0
     assert (exported / gguf["path"]).is_file() and (exported / "gguf-q8_0" / "Modelfile").is_file()
+    modelfile = (exported / "gguf-q8_0" / "Modelfile").read_text()  # SmolLM2's template adds its system prompt
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in modelfile and "<|im_start|>{{ .Role }}" in modelfile
     if not have_llama_cpp():
         assert "not measured" in gguf["llama_cpp"] and gguf["passed"] is None  # said, not guessed
         pytest.skip(NO_LLAMA_CPP)
