@@ -7,6 +7,9 @@ What each family's real tokenizer.json holds (checked against the published file
   `<|begin_of_text|>` prepended by the post-processor, turns end with `<|eot_id|>`.
 - Qwen2 / 2.5: byte-level BPE, Split(QWEN2_REGEX) then ByteLevel(use_regex=False), NFC normalizer, no bos,
   ChatML (`<|im_start|>` / `<|im_end|>`) with a default system prompt; q/k/v projections carry biases.
+- Mistral (v0.1/v0.2) and Llama 2: SentencePiece BPE as tokenizer.json writes it: BPE with byte fallback
+  (`<0x00>`..`<0xFF>` in the vocab), a `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, `<s>`
+  prepended; `[INST]` template, Mistral's without a system role.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ QWEN2_TEMPLATE = (  # Qwen2-0.5B-Instruct's tokenizer_config.json
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-FAMILIES = ("llama3", "qwen2")
+FAMILIES = ("llama3", "qwen2", "mistral")
 
 
 def _byte_level_bpe(regex: str, specials: list[str], vocab_size: int, nfc: bool) -> Tokenizer:
@@ -94,10 +97,43 @@ def _qwen2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     return fast, Qwen2ForCausalLM(config)
 
 
+def _sentencepiece_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_tokens, show_progress=False,
+                                  limit_alphabet=40)  # rarer characters go through byte fallback
+    tok.train_from_iterator(corpus() + ["2024-12-01 12345 67890", "x = [1, 22, 333, 4444]\n\n\tif y:\n"],
+                            trainer=trainer)
+    raw = json.loads(tok.to_str())  # byte tokens are plain vocab entries in SentencePiece tokenizers, not added ones
+    raw["added_tokens"] = [a for a in raw["added_tokens"] if a["content"] not in byte_tokens]
+    return Tokenizer.from_str(json.dumps(raw))
+
+
+def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from llmforge.models.chat import MISTRAL
+
+    tok = _sentencepiece_bpe(["<unk>", "<s>", "</s>"], 700)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+    fast.chat_template = MISTRAL
+    config = MistralConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                           sliding_window=None, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
+                           eos_token_id=fast.eos_token_id)
+    return fast, MistralForCausalLM(config)
+
+
 def build_family(name: str, root: Path, seed: int = 0) -> Path:
     """Write the tiny `name` model and its tokenizer to `root / name`; return that directory."""
     torch.manual_seed(seed)
-    tokenizer, model = {"llama3": _llama3, "qwen2": _qwen2}[name](root)
+    tokenizer, model = {"llama3": _llama3, "qwen2": _qwen2, "mistral": _mistral}[name](root)
     with torch.no_grad():  # random biases too, so a dropped bias shows in the logits
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and module.bias is not None:

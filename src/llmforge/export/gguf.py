@@ -1,24 +1,27 @@
-"""Export a Hugging Face Llama or Qwen2 model to GGUF, for llama.cpp and Ollama.
+"""Export a Hugging Face Llama, Mistral or Qwen2 model to GGUF, for llama.cpp and Ollama.
 
 The glue around PyPI `gguf`'s GGUFWriter: map tensor names, permute q/k rows for GGML's rope layout where the
 family's llama.cpp graph needs it, pick a type per tensor, embed the byte-level BPE tokenizer (with the name of its
 pre-tokenizer as llama.cpp knows it) and the chat template, and stream the tensors to disk one at a time (a model
 never has to fit in memory twice). An Ollama `Modelfile` is written next to the GGUF.
 
-| family (HF architecture)        | llama.cpp arch | q/k rope rows        | tokenizers written (`tokenizer.ggml.pre`)      |
-|---------------------------------|----------------|----------------------|------------------------------------------------|
-| Llama, Llama 3, SmolLM2 (Llama) | llama          | permuted (rope NORM) | gpt-2 (GPT-2 regex), llama-bpe (Llama 3 regex) |
-| Qwen2, Qwen2.5 (Qwen2)          | qwen2          | as HF (rope NEOX)    | qwen2 (Qwen2 regex; its NFC normalizer: note)  |
+| family                           | llama.cpp arch | q/k rope rows   | tokenizer (`tokenizer.ggml.pre`)            |
+|----------------------------------|----------------|-----------------|---------------------------------------------|
+| Llama, Llama 3, SmolLM2          | llama          | permuted (NORM) | gpt2: gpt-2 (GPT-2 regex), llama-bpe        |
+| Llama 2, Mistral (SentencePiece) | llama          | permuted (NORM) | llama (SentencePiece BPE), no pre           |
+| Qwen2, Qwen2.5                   | qwen2          | as HF's (NEOX)  | gpt2: qwen2 (Qwen2 regex; NFC: see below)   |
 
 llama.cpp does not NFC-normalize text: a Qwen2 GGUF tokenizes NFC text as HF does, and decomposed text (rare:
-most text is NFC already) differently. SentencePiece tokenizers (Mistral, Llama 2, Gemma) are refused, naming
-llama.cpp's converter.
+most text is NFC already) differently. A SentencePiece BPE tokenizer.json (byte fallback, `▁` put in by its
+normalizer) is written without merges: llama.cpp merges by score, and the scores follow HF's vocab order, which is
+its merge order. Other tokenizers (Gemma's, Metaspace pre-tokenizers) are refused, naming llama.cpp's converter.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +45,7 @@ class Family:
 
 ARCHITECTURES = {
     "LlamaForCausalLM": Family("LLAMA", rope_permute=True, qkv_bias=False),
+    "MistralForCausalLM": Family("LLAMA", rope_permute=True, qkv_bias=False),  # llama.cpp's converter: llama
     "Qwen2ForCausalLM": Family("QWEN2", rope_permute=False, qkv_bias=True),
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
@@ -104,7 +108,9 @@ class Vocab:
     add_bos: bool
     add_eos: bool
     chat_template: str | None
-    pre: str = GPT2_PRE_TOKENIZER  # llama.cpp's pre-tokenizer name
+    pre: str = GPT2_PRE_TOKENIZER  # llama.cpp's pre-tokenizer name ("" for SentencePiece)
+    model: str = "gpt2"  # llama.cpp's tokenizer model: gpt2 (byte-level BPE) or llama (SentencePiece)
+    scores: list[float] | None = None  # SentencePiece: a higher score merges first
 
     @property
     def eos_token(self) -> str | None:
@@ -237,6 +243,18 @@ def _temperature(model_dir: Path) -> float:
 # ---------------------------------------------------------------------------------------------- tokenizer
 
 
+def is_sentencepiece(tok: dict[str, Any]) -> bool:
+    """A SentencePiece BPE model as tokenizer.json writes it (Llama 2, Mistral v0.1/v0.2): BPE with byte fallback,
+    the `▁` word marker put in by a Prepend + Replace normalizer, no pre-tokenizer. What llama.cpp's 'llama'
+    tokenizer does (with add_space_prefix)."""
+    model, norm = tok.get("model", {}), tok.get("normalizer") or {}
+    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else []
+    return (model.get("type") == "BPE" and bool(model.get("byte_fallback")) and not model.get("ignore_merges")
+            and tok.get("pre_tokenizer") is None
+            and [(n.get("type"), n.get("prepend") or (n.get("pattern") or {}).get("String"), n.get("content"))
+                 for n in steps] == [("Prepend", "▁", None), ("Replace", " ", "▁")])
+
+
 def tokenizer_pre(tok: dict[str, Any], where: Path) -> str:
     """llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer.json whose splitting it reproduces exactly:
     GPT-2's ByteLevel regex ('gpt-2'), or a Split with Llama 3's ('llama-bpe') or Qwen2's ('qwen2') regex."""
@@ -268,15 +286,25 @@ def read_vocab(model_dir: Path, vocab_size: int) -> Vocab:
     if not tok_path.is_file():
         raise LlmforgeError(f"{model_dir} holds no tokenizer.json; save the tokenizer with the model")
     tok = _read_json(tok_path)
-    pre = tokenizer_pre(tok, tok_path)
+    spm = is_sentencepiece(tok)
+    pre = "" if spm else tokenizer_pre(tok, tok_path)
     tokens, types = _token_table(tok, vocab_size, tok_path)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
     tok_config = _read_json(model_dir / "tokenizer_config.json")
     ids = {t: i for i, t in enumerate(tokens)}
     bos_id, eos_id, pad_id = (ids.get(_token_str(tok_config.get(k))) for k in ("bos_token", "eos_token", "pad_token"))
     add_bos, add_eos = _adds_specials(tok_path, bos_id, eos_id)
+    if spm:  # no merges: llama.cpp merges by score; HF's merge order is its vocab order (later = merged later)
+        token_type = require("gguf", "gguf").TokenType
+        types = [int(token_type.BYTE) if _BYTE_TOKEN.fullmatch(t) else kind for t, kind in zip(tokens, types)]
+        scores = [-float(i) if kind == int(token_type.NORMAL) else -1000.0 for i, kind in enumerate(types)]
+        return Vocab(tokens, types, [], bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config),
+                     pre, "llama", scores)
     return Vocab(tokens, types, merges, bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config),
                  pre)
+
+
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 def _token_table(tok: dict[str, Any], vocab_size: int, where: Path) -> tuple[list[str], list[int]]:
@@ -429,11 +457,16 @@ def _add_metadata(gguf: Any, writer: Any, params: LlamaParams, vocab: Vocab, out
 
 
 def _add_vocab(writer: Any, vocab: Vocab) -> None:
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre:
+        writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+        writer.add_add_space_prefix(True)  # the normalizer's Prepend("▁")
+    if vocab.merges:
+        writer.add_token_merges(vocab.merges)
     for value, add in ((vocab.bos_id, writer.add_bos_token_id), (vocab.eos_id, writer.add_eos_token_id),
                        (vocab.pad_id, writer.add_pad_token_id)):
         if value is not None:
@@ -492,7 +525,8 @@ class OllamaChat:
 
 OLLAMA_CHATS = (
     OllamaChat("<|im_start|>",
-               "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+               "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+               "<|im_start|>assistant\n",
                r"<\|im_start\|>system\n(.*?)<\|im_end\|>", "<|im_end|>"),
     OllamaChat("<|start_header_id|>",
                "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
@@ -505,8 +539,6 @@ _MARK = "\x00user-turn\x00"
 def default_system_prompt(chat_template: str, vocab: Vocab, pattern: str) -> str | None:
     """The system prompt an HF template writes into a conversation that has none (Qwen2's "You are a helpful
     assistant.", SmolLM2's), or None."""
-    import re
-
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     text = _compile_jinja_template(chat_template).render(

@@ -18,13 +18,15 @@ from llmforge.errors import LlmforgeError  # noqa: E402
 from llmforge.export import gguf as export  # noqa: E402
 from tests.families import FAMILIES, build_family  # noqa: E402
 
-EXPECTED = {"llama3": ("llama", "llama-bpe"), "qwen2": ("qwen2", "qwen2")}
+EXPECTED = {"llama3": ("llama", "gpt2", "llama-bpe"), "qwen2": ("qwen2", "gpt2", "qwen2"),
+            "mistral": ("llama", "llama", None)}  # (arch, tokenizer.ggml.model, tokenizer.ggml.pre)
 TEXTS = [
     "",
     "héllo wörld ✓ 日本語 🙂",
     "x = [1, 22, 333, 4444]\n\n\tif y:\n  return 12345",
     "  leading and  double  spaces, don't I'll",
-    "alpha beta<|eot_id|>gamma<|im_end|>delta",
+    "alpha beta<|eot_id|>gamma<|im_end|>delta</s>",
+    " x",
 ]
 
 
@@ -51,10 +53,20 @@ def test_arch_pre_tokenizer_and_tensors(family: str, family_dirs: dict[str, Path
     model_dir = family_dirs[family]
     result = export.export_gguf(model_dir, tmp_path, outtype="f32")
     reader = _reader(result["path"])
-    arch, pre = EXPECTED[family]
+    arch, tokenizer_model, pre = EXPECTED[family]
     assert _field(reader, "general.architecture") == arch
-    assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.pre") == pre
+    assert _field(reader, "tokenizer.ggml.model") == tokenizer_model
+    if pre is None:  # SentencePiece: scores rank the merges, byte tokens are BYTE, the space prefix is added
+        import gguf
+
+        tokens, types = _field(reader, "tokenizer.ggml.tokens"), _field(reader, "tokenizer.ggml.token_type")
+        scores = _field(reader, "tokenizer.ggml.scores")
+        assert "tokenizer.ggml.pre" not in reader.fields and "tokenizer.ggml.merges" not in reader.fields
+        assert types[tokens.index("<0x41>")] == gguf.TokenType.BYTE and _field(reader, "tokenizer.ggml.add_space_prefix")
+        normal = [i for i, t in enumerate(types) if t == gguf.TokenType.NORMAL]
+        assert all(scores[a] > scores[b] for a, b in zip(normal, normal[1:]))  # earlier merges first
+    else:
+        assert _field(reader, "tokenizer.ggml.pre") == pre
     tensors = {t.name: np.array(t.data) for t in reader.tensors}
     hf = load_file(str(model_dir / "model.safetensors"))
     q_hf = hf["model.layers.0.self_attn.q_proj.weight"].numpy()
@@ -135,6 +147,8 @@ def test_modelfile_template_default_system_prompt_and_stops(family: str, family_
     if family == "qwen2":  # its template adds a system turn to every conversation without one: Ollama's SYSTEM
         assert "<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>" in text
         assert 'SYSTEM """You are a helpful assistant."""' in text and 'PARAMETER stop "<|im_end|>"' in text
+    elif family == "mistral":  # Ollama uses the template stored in the GGUF; eos ends a turn
+        assert "TEMPLATE" not in text.replace("# no TEMPLATE", "") and 'PARAMETER stop "</s>"' in text
     else:
         assert "<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>" in text
         assert "SYSTEM" not in text and 'PARAMETER stop "<|eot_id|>"' in text
