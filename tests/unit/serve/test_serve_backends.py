@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -48,10 +49,32 @@ def test_unknown_backend_and_too_long_context_are_refused(tiny_model_dir: Path) 
     assert load_backend(str(tiny_model_dir), LoadOptions(device="cpu", max_model_len=64)).max_model_len == 64
 
 
-def test_kv_join_and_select_keep_each_rows_logits(tiny_model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def gemma2_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Gemma 2: hybrid attention, every other layer a sliding window (64 tokens here), eager attention."""
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    config = Gemma2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                          sliding_window=64, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("gemma2")
+    Gemma2ForCausalLM(config).save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_kv_join_and_select_keep_each_rows_logits(family: str, tiny_model_dir: Path, request: Any) -> None:
     """Rows prefilled in one left-padded batch, joined from two batches, or selected out of one (their padding
-    columns dropped) give each row the logits it has alone: what the engine's continuous batching relies on."""
-    backend = load_backend(str(tiny_model_dir), LoadOptions(device="cpu"))
+    columns dropped) give each row the logits it has alone: what the engine's continuous batching relies on. Gemma
+    2's sliding-window layers too, within the window (its served context is capped below it)."""
+    model_dir = tiny_model_dir if family == "llama" else request.getfixturevalue("gemma2_dir")
+    backend = load_backend(str(model_dir), LoadOptions(device="cpu"))
+    if family == "gemma2":
+        assert backend.max_model_len == 63  # the 64-token window, not the 256 positions
     prompts = [backend.tokenizer(p)["input_ids"] for p in ["def add(a, b):", "class Stack:\n    def push(self, x):",
                                                            "import os"]]
     assert len({len(p) for p in prompts}) == 3

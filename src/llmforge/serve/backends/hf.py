@@ -32,7 +32,7 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
-        self.max_model_len = resolve_max_len(context_length(model.config), max_model_len)
+        self.max_model_len = resolve_max_len(_full_attention_limit(model.config), max_model_len)
         self.eos_token_ids = eos_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         params = _forward_params(model)
@@ -54,7 +54,7 @@ class TransformersBackend:
         cache = self._new_cache()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=kv.prefill_positions(mask),
                          use_cache=True, **{self.cache_arg: cache}, **self.keep_last)
-        _check_layers(cache)
+        _check_layers(cache, self.max_model_len)
         batch = kv.PaddedBatch(layers=cache.layers, mask=mask, lengths=mask.sum(-1), handle=cache)
         return out.logits[:, -1].float(), batch  # (B, V)
 
@@ -67,20 +67,39 @@ class TransformersBackend:
         return out.logits[:, -1].float()  # (B, V)
 
     def join(self, state: kv.PaddedBatch, other: kv.PaddedBatch) -> kv.PaddedBatch:
-        return kv.join(state, other)
+        return _synced(kv.join(state, other))
 
     def select(self, state: kv.PaddedBatch, rows: list[int]) -> kv.PaddedBatch | None:
-        return kv.select(state, rows)
+        return _synced(kv.select(state, rows))
 
 
-def _check_layers(cache: Any) -> None:
-    from transformers.cache_utils import DynamicLayer
+def _full_attention_limit(config: Any) -> int | None:
+    """The model's context, capped below its sliding window (Gemma 2/3, Mistral v0.1): within the window a
+    sliding layer attends to every cached token, so the engine's padded full-attention batching holds."""
+    limit, window = context_length(config), getattr(config, "sliding_window", None)
+    if isinstance(window, int) and window > 1 and (limit is None or limit > window - 1):
+        return window - 1
+    return limit
 
-    odd = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+
+def _synced(state: kv.PaddedBatch | None) -> kv.PaddedBatch | None:
+    """After rows joined or left, a sliding-window layer's token count is its (padded) width again: the attention
+    mask it sizes is the batch's padded mask."""
+    for layer in state.layers if state is not None else []:
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = layer.keys.shape[-2]
+    return state
+
+
+def _check_layers(cache: Any, max_model_len: int) -> None:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    odd = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer
+           and not (type(layer) is DynamicSlidingWindowLayer and max_model_len < layer.sliding_window)}
     if odd:
         raise LlmforgeError(
-            f"this model's cache uses {', '.join(sorted(odd))} layers (sliding-window or hybrid attention); "
-            "the serving engine batches full-attention KV caches only"
+            f"this model's cache uses {', '.join(sorted(odd))} layers; the serving engine batches full-attention "
+            "KV caches, and sliding-window ones within their window (max_model_len below it)"
         )
 
 
