@@ -77,6 +77,8 @@ def _full_attention_limit(config: Any) -> int | None:
     """The model's context, capped below its sliding window (Gemma 2/3, Mistral v0.1): within the window a
     sliding layer attends to every cached token, so the engine's padded full-attention batching holds."""
     limit, window = context_length(config), getattr(config, "sliding_window", None)
+    if getattr(config, "use_sliding_window", True) is False:  # Qwen2 names a window it does not use
+        return limit
     if isinstance(window, int) and window > 1 and (limit is None or limit > window - 1):
         return window - 1
     return limit
