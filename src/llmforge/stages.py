@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
+from llmforge.artifacts import is_run_dir
 from llmforge.compress.config import CompressConfig, CompressOptions
 from llmforge.config import ModelConfig, Section, TrainOptions, load
 from llmforge.data.config import DataConfig
@@ -61,9 +62,9 @@ class Stages:
 
     The pipeline (`llmforge run`) and every stage command build their configs here, so a stage run alone reads the
     same sections and writes to the same place as in the pipeline. `model`, `data` and `output` override the
-    pipeline's choice. A stage that works on the fine-tuned model (eval, compress, export) takes the pipeline's train
-    run when it has finished, else the configured model; its data is the pipeline's prepared dataset when that
-    exists (`data_if_prepared`).
+    pipeline's choice. Compress and export work on the fine-tuned model: the pipeline's train run when it has
+    finished, else the configured model; their data is the pipeline's prepared dataset when that exists. Eval scores
+    the configured model unless told another.
     """
 
     def __init__(self, cfg: PipelineConfig) -> None:
@@ -78,12 +79,10 @@ class Stages:
 
     def trained(self) -> str:
         """The fine-tuned model: the pipeline's train run when it has finished, else the configured model."""
-        train = self.dirs["train"]
-        return str(train) if (train / "manifest.json").is_file() else self.cfg.model.name_or_path
+        return str(self.dirs["train"]) if is_run_dir(self.dirs["train"]) else self.cfg.model.name_or_path
 
     def data_if_prepared(self) -> Path | None:
-        prepared = self.dirs["prepare"]
-        return prepared if (prepared / "manifest.json").is_file() else None
+        return self.dirs["prepare"] if is_run_dir(self.dirs["prepare"]) else None
 
     def prepare(self, output: Path | None = None) -> PrepareConfig:
         return PrepareConfig(model=self.cfg.model, data=self.cfg.data, output_dir=output or self.dirs["prepare"])

@@ -11,17 +11,12 @@ never has to fit in memory twice). An Ollama `Modelfile` is written next to the 
 | Llama 2, Mistral (SentencePiece) | llama          | permuted (NORM) | llama (SentencePiece BPE), no pre           |
 | Qwen2, Qwen2.5                   | qwen2          | as HF's (NEOX)  | gpt2: qwen2 (Qwen2 regex; NFC: see below)   |
 
-llama.cpp does not NFC-normalize text: a Qwen2 GGUF tokenizes NFC text as HF does, and decomposed text (rare:
-most text is NFC already) differently. A SentencePiece BPE tokenizer.json (byte fallback, `▁` put in by its
-normalizer) is written without merges: llama.cpp merges by score, and the scores follow HF's vocab order, which is
-its merge order. Other tokenizers (Gemma's, Metaspace pre-tokenizers) are refused, naming llama.cpp's converter.
+The tokenizer's GGUF form is `gguf_vocab`'s; the Ollama Modelfile is `ollama`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.export.gguf_vocab import Vocab, read_json, read_vocab
+from llmforge.export.ollama import render_modelfile
 
 
 @dataclass(frozen=True)
@@ -65,15 +62,6 @@ OUTTYPES: dict[str, tuple[str, str]] = {
     "q4_k": ("Q4_K", "MOSTLY_Q4_K_S"),
 }
 _FULL_PRECISION = ("F32", "F16", "BF16", "Q8_0")
-# llama.cpp's name for the GPT-2 byte-level regex (llama-vocab.cpp maps "gpt-2" to LLAMA_VOCAB_PRE_TYPE_GPT2).
-GPT2_PRE_TOKENIZER = "gpt-2"
-# The split regexes of HF tokenizer.json (a `Split` before a regex-free `ByteLevel`) -> llama.cpp's names for them.
-LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                r"\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")  # one digit at a time
-SPLIT_PRE_TOKENIZERS = {LLAMA3_REGEX: "llama-bpe", QWEN2_REGEX: "qwen2"}
-# llama.cpp turns ignore_merges on for llama-bpe (a word that is in the vocab is one token, merges or not).
-IGNORES_MERGES = ("llama-bpe",)
 
 
 @dataclass(frozen=True)
@@ -93,28 +81,6 @@ class LlamaParams:
     rope_theta: float
     rms_eps: float
     tied: bool
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """A byte-level BPE vocabulary as GGUF stores it."""
-
-    tokens: list[str]
-    types: list[int]  # gguf.TokenType values
-    merges: list[str]  # "left right", by rank
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int | None
-    add_bos: bool
-    add_eos: bool
-    chat_template: str | None
-    pre: str = GPT2_PRE_TOKENIZER  # llama.cpp's pre-tokenizer name ("" for SentencePiece)
-    model: str = "gpt2"  # llama.cpp's tokenizer model: gpt2 (byte-level BPE) or llama (SentencePiece)
-    scores: list[float] | None = None  # SentencePiece: a higher score merges first
-
-    @property
-    def eos_token(self) -> str | None:
-        return None if self.eos_id is None else self.tokens[self.eos_id]
 
 
 @dataclass(frozen=True)
@@ -186,10 +152,6 @@ def _check_outtype(gguf: Any, outtype: str) -> str:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def read_params(model_dir: Path) -> LlamaParams:
     """Read and check config.json: a supported architecture, its biases, plain rope, no sliding window."""
     if (model_dir / "adapter_config.json").is_file():
@@ -197,7 +159,7 @@ def read_params(model_dir: Path) -> LlamaParams:
             f"{model_dir} is a LoRA/peft adapter, not a full model; GGUF export needs merged weights: "
             "run `llmforge merge` first and export the merged model directory"
         )
-    config = _read_json(model_dir / "config.json")
+    config = read_json(model_dir / "config.json")
     if not config:
         raise LlmforgeError(f"{model_dir} holds no config.json; point the export at a saved model directory")
     archs = config.get("architectures") or [config.get("model_type", "unknown")]
@@ -237,114 +199,7 @@ def read_params(model_dir: Path) -> LlamaParams:
 
 
 def _temperature(model_dir: Path) -> float:
-    return float(_read_json(model_dir / "generation_config.json").get("temperature", 0.7))
-
-
-# ---------------------------------------------------------------------------------------------- tokenizer
-
-
-def is_sentencepiece(tok: dict[str, Any]) -> bool:
-    """A SentencePiece BPE model as tokenizer.json writes it (Llama 2, Mistral v0.1/v0.2): BPE with byte fallback,
-    the `▁` word marker put in by a Prepend + Replace normalizer, no pre-tokenizer. What llama.cpp's 'llama'
-    tokenizer does (with add_space_prefix)."""
-    model, norm = tok.get("model", {}), tok.get("normalizer") or {}
-    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else []
-    return (model.get("type") == "BPE" and bool(model.get("byte_fallback")) and not model.get("ignore_merges")
-            and tok.get("pre_tokenizer") is None
-            and [(n.get("type"), n.get("prepend") or (n.get("pattern") or {}).get("String"), n.get("content"))
-                 for n in steps] == [("Prepend", "▁", None), ("Replace", " ", "▁")])
-
-
-def tokenizer_pre(tok: dict[str, Any], where: Path) -> str:
-    """llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer.json whose splitting it reproduces exactly:
-    GPT-2's ByteLevel regex ('gpt-2'), or a Split with Llama 3's ('llama-bpe') or Qwen2's ('qwen2') regex."""
-    model, pre = tok.get("model", {}), tok.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    normalizer = tok.get("normalizer")
-    byte_level = model.get("type") == "BPE" and not model.get("byte_fallback")
-    last = steps[-1] if steps else {}
-    if byte_level and last.get("type") == "ByteLevel" and not last.get("add_prefix_space"):
-        if len(steps) == 1 and last.get("use_regex", True) and normalizer is None and not model.get("ignore_merges"):
-            return GPT2_PRE_TOKENIZER
-        split = steps[0] if len(steps) == 2 else {}
-        name = SPLIT_PRE_TOKENIZERS.get((split.get("pattern") or {}).get("Regex", ""))
-        if (split.get("type") == "Split" and name and not last.get("use_regex", True)
-                and split.get("behavior") == "Isolated" and not split.get("invert")
-                and normalizer in (None, {"type": "NFC"})
-                and bool(model.get("ignore_merges")) == (name in IGNORES_MERGES)):
-            return name
-    kind = "SentencePiece-style (byte fallback)" if model.get("byte_fallback") else "this"
-    raise LlmforgeError(
-        f"{where}: GGUF export writes byte-level BPE tokenizers with the GPT-2, Llama 3 or Qwen2 pre-tokenizer; "
-        f"{kind} tokenizer differs. Use llama.cpp's convert_hf_to_gguf.py, which knows more tokenizers"
-    )
-
-
-def read_vocab(model_dir: Path, vocab_size: int) -> Vocab:
-    """Tokens, token types, merges, special ids, add_bos/eos behaviour and chat template from a HF tokenizer."""
-    tok_path = model_dir / "tokenizer.json"
-    if not tok_path.is_file():
-        raise LlmforgeError(f"{model_dir} holds no tokenizer.json; save the tokenizer with the model")
-    tok = _read_json(tok_path)
-    spm = is_sentencepiece(tok)
-    pre = "" if spm else tokenizer_pre(tok, tok_path)
-    tokens, types = _token_table(tok, vocab_size, tok_path)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
-    tok_config = _read_json(model_dir / "tokenizer_config.json")
-    ids = {t: i for i, t in enumerate(tokens)}
-    bos_id, eos_id, pad_id = (ids.get(_token_str(tok_config.get(k))) for k in ("bos_token", "eos_token", "pad_token"))
-    add_bos, add_eos = _adds_specials(tok_path, bos_id, eos_id)
-    if spm:  # no merges: llama.cpp merges by score; HF's merge order is its vocab order (later = merged later)
-        token_type = require("gguf", "gguf").TokenType
-        types = [int(token_type.BYTE) if _BYTE_TOKEN.fullmatch(t) else kind for t, kind in zip(tokens, types)]
-        scores = [-float(i) if kind == int(token_type.NORMAL) else -1000.0 for i, kind in enumerate(types)]
-        return Vocab(tokens, types, [], bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config),
-                     pre, "llama", scores)
-    return Vocab(tokens, types, merges, bos_id, eos_id, pad_id, add_bos, add_eos, _chat_template(model_dir, tok_config),
-                 pre)
-
-
-_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
-
-
-def _token_table(tok: dict[str, Any], vocab_size: int, where: Path) -> tuple[list[str], list[int]]:
-    """Token strings and GGUF token types by id; specials are CONTROL so llama.cpp parses them as one token."""
-    token_type = require("gguf", "gguf").TokenType
-    by_id = {i: t for t, i in tok["model"]["vocab"].items()}
-    added = {a["id"]: a for a in tok.get("added_tokens", [])}
-    by_id.update({i: a["content"] for i, a in added.items()})
-    if max(by_id) >= vocab_size:
-        raise LlmforgeError(f"{where}: token id {max(by_id)} does not fit the model's vocab_size {vocab_size}")
-    tokens, types = [], []
-    for i in range(vocab_size):  # the embedding may have more rows than the tokenizer has tokens
-        tokens.append(by_id.get(i, f"[PAD{i}]"))
-        if i not in by_id:
-            types.append(int(token_type.UNUSED))
-        elif i in added:
-            types.append(int(token_type.CONTROL if added[i].get("special") else token_type.USER_DEFINED))
-        else:
-            types.append(int(token_type.NORMAL))
-    return tokens, types
-
-
-def _token_str(value: Any) -> str | None:
-    return value.get("content") if isinstance(value, dict) else value
-
-
-def _adds_specials(tok_path: Path, bos_id: int | None, eos_id: int | None) -> tuple[bool, bool]:
-    """Whether HF encoding prepends bos / appends eos: read off the post-processor by encoding a sample."""
-    from tokenizers import Tokenizer
-
-    ids = Tokenizer.from_file(str(tok_path)).encode("a", add_special_tokens=True).ids
-    return bool(ids) and ids[0] == bos_id, bool(ids) and ids[-1] == eos_id and bos_id != eos_id
-
-
-def _chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | None:
-    jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    template = tok_config.get("chat_template")
-    return template if isinstance(template, str) else None
+    return float(read_json(model_dir / "generation_config.json").get("temperature", 0.7))
 
 
 # ---------------------------------------------------------------------------------------------- tensors
@@ -361,7 +216,7 @@ def permute_rope(weight: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
-    index = _read_json(model_dir / "model.safetensors.index.json")
+    index = read_json(model_dir / "model.safetensors.index.json")
     if index:
         return sorted({model_dir / f for f in index["weight_map"].values()})
     if (model_dir / "model.safetensors").is_file():
@@ -507,61 +362,3 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------------------------- Ollama
-
-@dataclass(frozen=True)
-class OllamaChat:
-    """A family's chat format in Ollama's Go template language, recognised by the turn markers of its HF template.
-
-    No bos in the templates: Ollama adds it from the GGUF's add_bos_token, as the HF template writes `bos_token`
-    first. The generation prompt is always added (Ollama answers). Ollama puts the Modelfile's SYSTEM into the
-    messages when a request has no system message, so a template's default system prompt becomes SYSTEM."""
-
-    marker: str  # a turn marker only this family's HF template writes
-    template: str
-    system: str  # regex: the default system prompt in an HF rendering of one user turn
-    end_of_turn: str
-
-
-OLLAMA_CHATS = (
-    OllamaChat("<|im_start|>",
-               "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
-               "<|im_start|>assistant\n",
-               r"<\|im_start\|>system\n(.*?)<\|im_end\|>", "<|im_end|>"),
-    OllamaChat("<|start_header_id|>",
-               "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
-               "{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
-               r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", "<|eot_id|>"),
-)
-_MARK = "\x00user-turn\x00"
-
-
-def default_system_prompt(chat_template: str, vocab: Vocab, pattern: str) -> str | None:
-    """The system prompt an HF template writes into a conversation that has none (Qwen2's "You are a helpful
-    assistant.", SmolLM2's), or None."""
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    text = _compile_jinja_template(chat_template).render(
-        messages=[{"role": "user", "content": _MARK}], add_generation_prompt=False, bos_token="",
-        eos_token=vocab.eos_token or "")
-    found = re.search(pattern, text.split(_MARK)[0], re.DOTALL)
-    return found.group(1) if found else None
-
-
-def render_modelfile(gguf_name: str, vocab: Vocab, temperature: float) -> str:
-    """An Ollama Modelfile for `gguf_name` (in the same directory): the family's TEMPLATE, its default system prompt
-    as SYSTEM, and stop at eos and at the end-of-turn token."""
-    lines = [f"FROM ./{gguf_name}"]
-    chat = next((c for c in OLLAMA_CHATS if vocab.chat_template and c.marker in vocab.chat_template), None)
-    stops = [vocab.eos_token] if vocab.eos_token else []
-    if chat is None:
-        lines.append("# no TEMPLATE: Ollama falls back to the chat template stored in the GGUF")
-    else:
-        lines.append(f'TEMPLATE """{chat.template}"""')
-        system = default_system_prompt(vocab.chat_template or "", vocab, chat.system)
-        if system:
-            lines.append(f'SYSTEM """{system}"""')
-        stops += [chat.end_of_turn] if chat.end_of_turn not in stops else []
-    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
-    lines.append(f"PARAMETER temperature {temperature:g}")
-    return "\n".join(lines) + "\n"

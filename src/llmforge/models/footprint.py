@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 LORA_RANK = 16  # llmforge's default (config.LoraOptions.r), on every linear layer but the output head
 BF16_BYTES = 2
 ADAPTER_BYTES = 4  # peft keeps adapter weights in fp32 over a bf16 base (autocast_adapter_dtype)
@@ -92,8 +90,10 @@ def weight_file_bytes(folder: Path) -> int:
 def stored_weights(model: Any) -> tuple[int, int]:
     """(weights, bytes) a model holds: parameters, persistent buffers (int8 weights and scales) and the packed
     weights of torch.ao quantized layers. Tied weights count once, as they are stored."""
+    import torch  # here, not at import: the config-only formulas above serve `llmforge models` without it
+
     seen: set[int] = set()
-    alive: list[torch.Tensor] = []  # keep temporaries referenced so that their ids stay unique
+    alive: list[Any] = []  # keep temporaries referenced so that their ids stay unique
     count = size = 0
     for module in model.modules():
         if getattr(module, "shares_input_embedding", False):  # an int8 lm_head tied to the embedding
