@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-real test test-integration test-slow test-real test-all demo-base clean pull
+.PHONY: install demo demo-real test test-integration test-slow test-real test-all demo-base clean pull llama-cpp
 
 install: $(STAMP)
 
@@ -41,8 +41,22 @@ test: install
 test-integration: install
 	$(call pytest_tier,-m integration)
 
-# Long-running checks (llama.cpp parity on the tiny and demo models).
-test-slow: install
+# llama.cpp (llama-cpp-python) for the GGUF parity checks and the llamacpp serving backend. pip compiles it from
+# source (~15 min on 2 cores), so the wheel is built once per machine into $(WHEELS) and installed from there
+# after. Portable AVX2 build: a -march=native (GGML_NATIVE) build died with SIGILL here, and the machines this
+# runs on range from AVX2-only EPYCs to AMX Xeons.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS ?= $(HOME)/.cache/llmforge/wheels
+llama-cpp: install
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once into $(WHEELS) (~15 min)"; \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF" \
+	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps \
+	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); fi
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+
+# Long-running checks (llama.cpp parity: every model family and the demo model).
+test-slow: install llama-cpp
 	$(call pytest_tier,-m slow)
 
 # Every tier: gpu tests skip without CUDA, real ones without the pulled model.

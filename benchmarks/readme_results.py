@@ -6,7 +6,9 @@ Reads `runs/demo/summary.json` (written by `make demo`), the shipped base model'
 bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, variants.md), and replaces the block
 between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from `runs/demo-real/summary.json`
 (`make demo-real`) it replaces the block between `<!-- real-results:start -->` and `<!-- real-results:end -->`.
-Either block is left as it is when its summary is missing.
+Either block is left as it is when its summary is missing. The model-families table (`<!-- families:start -->`) is
+rendered from `llmforge.models.families`, the registry the family matrix test checks; `--families-only` writes
+just that block.
 """
 
 from __future__ import annotations
@@ -165,18 +167,24 @@ def main() -> None:
                         help="the real-model demo's run dir (its block is left out when it has no summary.json)")
     parser.add_argument("--real-total-seconds", type=float, default=None, help="measured `make demo-real` wall time")
     parser.add_argument("--real-note", default=None, help="how the real run was measured (CPU, other load)")
+    parser.add_argument("--families-only", action="store_true", help="rewrite only the model-families table")
     args = parser.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    if (args.run_dir / "summary.json").exists():
+    if args.families_only:
+        pass
+    elif (args.run_dir / "summary.json").exists():
         summary = json.loads((args.run_dir / "summary.json").read_text())
         provenance = json.loads((ROOT / "src/llmforge/assets/demo-base/provenance.json").read_text())
         body = table(summary, provenance, args.total_seconds) + "\n" + bench_sections()
         text = _replace_block(text, "results", body)
-    if (args.real / "summary.json").exists():  # its own block: `make demo-real` runs apart from `make demo`
+    if not args.families_only and (args.real / "summary.json").exists():  # its own block: `make demo-real` runs apart from `make demo`
         body = real_table(json.loads((args.real / "summary.json").read_text()), args.real_total_seconds,
                           args.real_note).strip()
         text = _replace_block(text, "real-results", body)
+    from llmforge.models.families import markdown_table
+
+    text = _replace_block(text, "families", markdown_table())  # the registry the family matrix test checks
     readme.write_text(text)
 
 

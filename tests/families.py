@@ -10,6 +10,13 @@ What each family's real tokenizer.json holds (checked against the published file
 - Mistral (v0.1/v0.2) and Llama 2: SentencePiece BPE as tokenizer.json writes it: BPE with byte fallback
   (`<0x00>`..`<0xFF>` in the vocab), a `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, `<s>`
   prepended; `[INST]` template, Mistral's without a system role.
+- Gemma 2: SentencePiece BPE with byte fallback but no `▁` prefix (normalizer `Replace(" ", "▁")` alone), `<bos>`
+  prepended, `<eos>` as the tokenizer's eos while turns end with `<end_of_turn>` (generation_config lists both);
+  a template that raises on a system message; scaled embeddings, soft-capping, sliding-window layers.
+- Phi-3 (mini): Llama 2's SentencePiece tokenizer with `<|user|>`/`<|assistant|>`/`<|end|>` added, no bos;
+  eos `<|endoftext|>` closes a conversation after the last `<|end|>`; fused `qkv_proj` and `gate_up_proj`.
+- GPT-2 / DialoGPT: byte-level BPE with the GPT-2 regex (ByteLevel with use_regex), `<|endoftext|>` as bos, eos
+  and unk, no chat template (DialoGPT's turns are separated by eos); Conv1D layers, learned positions.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.pytorch_utils import Conv1D
 
 from tests.helpers import corpus
 
@@ -42,7 +50,22 @@ QWEN2_TEMPLATE = (  # Qwen2-0.5B-Instruct's tokenizer_config.json
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-FAMILIES = ("llama3", "qwen2", "mistral")
+GEMMA2_TEMPLATE = (  # gemma-2-2b-it's tokenizer_config.json
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+PHI3_TEMPLATE = (  # Phi-3-mini-4k-instruct's tokenizer_config.json
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+FAMILIES = ("llama3", "qwen2", "mistral", "gemma2", "phi3", "gpt2")
 
 
 def _byte_level_bpe(regex: str, specials: list[str], vocab_size: int, nfc: bool) -> Tokenizer:
@@ -97,12 +120,14 @@ def _qwen2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     return fast, Qwen2ForCausalLM(config)
 
 
-def _sentencepiece_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
+def _sentencepiece_bpe(specials: list[str], vocab_size: int, prefix: bool = True) -> Tokenizer:
+    """`prefix`: the `▁` that SentencePiece's add_dummy_prefix puts before the text (Llama 2, Mistral; not Gemma)."""
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
+    replace = normalizers.Replace(" ", "▁")
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), replace]) if prefix else replace
+    strip = [decoders.Strip(" ", 1, 0)] if prefix else []
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), *strip])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_tokens, show_progress=False,
                                   limit_alphabet=40)  # rarer characters go through byte fallback
     tok.train_from_iterator(corpus() + ["2024-12-01 12345 67890", "x = [1, 22, 333, 4444]\n\n\tif y:\n"],
@@ -130,13 +155,71 @@ def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     return fast, MistralForCausalLM(config)
 
 
+def _gemma2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    tok = _sentencepiece_bpe(["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"], 700,
+                             prefix=False)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
+                                                       special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                   pad_token="<pad>", additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+    fast.chat_template = GEMMA2_TEMPLATE
+    config = Gemma2Config(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                          sliding_window=256, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
+                          final_logit_softcapping=30.0, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id,
+                          eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<end_of_turn>")])
+    return fast, Gemma2ForCausalLM(config)
+
+
+def _phi3(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    tok = _sentencepiece_bpe(["<unk>", "<s>", "</s>"], 700)
+    added = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
+    tok.add_special_tokens(added)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|endoftext|>",
+                                   unk_token="<unk>", pad_token="<|endoftext|>", model_max_length=1024,
+                                   clean_up_tokenization_spaces=False)
+    fast.chat_template = PHI3_TEMPLATE
+    config = Phi3Config(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                        original_max_position_embeddings=1024, sliding_window=None, tie_word_embeddings=False,
+                        bos_token_id=fast.bos_token_id, pad_token_id=fast.pad_token_id,
+                        eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<|end|>")])
+    return fast, Phi3ForCausalLM(config)
+
+
+def _gpt2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eot = "<|endoftext|>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's own regex (use_regex)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=[eot], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot,
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+    config = GPT2Config(vocab_size=len(fast), n_embd=64, n_layer=2, n_head=4, n_positions=1024,
+                        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    return fast, GPT2LMHeadModel(config)
+
+
+BUILDERS = {"llama3": _llama3, "qwen2": _qwen2, "mistral": _mistral, "gemma2": _gemma2, "phi3": _phi3,
+            "gpt2": _gpt2}
+
+
 def build_family(name: str, root: Path, seed: int = 0) -> Path:
     """Write the tiny `name` model and its tokenizer to `root / name`; return that directory."""
     torch.manual_seed(seed)
-    tokenizer, model = {"llama3": _llama3, "qwen2": _qwen2, "mistral": _mistral}[name](root)
+    tokenizer, model = BUILDERS[name](root)
     with torch.no_grad():  # random biases too, so a dropped bias shows in the logits
         for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            if isinstance(module, (torch.nn.Linear, Conv1D)) and module.bias is not None:
                 module.bias.normal_(0, 0.5)
     out = root / name
     model.save_pretrained(str(out))

@@ -400,6 +400,20 @@ def models_command(
         show_models(rows)
 
 
+@app.command("families")
+def families_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's markdown table.")] = False,
+) -> None:
+    """Which model families each stage supports, and why a stage refuses one."""
+    from llmforge.models.families import markdown_table
+    from llmforge.ui import say, show_families
+
+    if markdown:
+        say(markdown_table())
+    else:
+        show_families()
+
+
 def main() -> None:
     import os
     import warnings

@@ -301,6 +301,9 @@ def show_lint(report: dict[str, Any], output_dir: Any, cached: bool) -> None:
                                                               f"{report['truncated']} truncated, "
                                                               f"{report['chunked']} chunked"},
     ]
+    if report.get("system_folded"):
+        rows.append({"": "system message folded into the first user turn (template has no system role)",
+                     "value": report["system_folded"]})
     show(table(f"prepared dataset{' (cached)' if cached else ''}: {output_dir}", rows))
     for split, source in report.get("split_sources", {}).items():  # where each split came from, how it was cut
         say(f"  {split}: {source}")
@@ -475,3 +478,12 @@ def show_models(rows: list[dict[str, Any]]) -> None:
     lines = [title, "  ".join(k.ljust(widths.get(k, 0)) for k in keys).rstrip()]
     lines += ["  ".join(c[k].ljust(widths.get(k, 0)) for k in keys).rstrip() for c in cells]
     say("\n".join(lines))
+
+
+def show_families() -> None:
+    """`llmforge families`: the families x stages table, each refusal with its reason."""
+    from llmforge.models.families import FAMILIES, STAGE_TITLES, STAGES, cell
+
+    rows = [{"family": f.name, "template": f.template, **{STAGE_TITLES[s]: cell(f, s) for s in STAGES}}
+            for f in FAMILIES]
+    show(table("model families: what each stage supports (llmforge families --markdown for the README)", rows))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from llmforge.models import int8
+from llmforge.models.channels import weight_oi
 
 Batches = list[dict[str, torch.Tensor]]
 
@@ -26,7 +27,7 @@ def quantizable_layers(model: nn.Module) -> list[str]:
 
 def _int8_module(model: nn.Module, name: str, activations: str, scales: str) -> nn.Module:
     layer = model.get_submodule(name)
-    q, scale = int8.quantize_weight(layer.weight)
+    q, scale = int8.quantize_weight(weight_oi(layer))  # (O, I), GPT-2's Conv1D included
     return int8.runtime_linear(q, scale, getattr(layer, "bias", None), activations, "torch", scales)
 
 

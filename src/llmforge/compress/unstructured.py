@@ -12,14 +12,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 from transformers import TrainerCallback
+from transformers.pytorch_utils import Conv1D
 
 METHODS = {"magnitude": prune.L1Unstructured, "random": prune.RandomUnstructured}
 
 
-def targets(model: Any) -> list[tuple[str, nn.Linear]]:
-    """The transformer blocks' linear layers (embeddings and the output head are left dense, as is usual)."""
+def targets(model: Any) -> list[tuple[str, nn.Module]]:
+    """The transformer blocks' linear layers, nn.Linear and GPT-2's Conv1D (embeddings and the output head are
+    left dense, as is usual)."""
     head = model.get_output_embeddings()
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)) and m is not head]
 
 
 def prune_unstructured(model: Any, sparsity: float, method: str, scope: str, seed: int = 0) -> None:

@@ -1,17 +1,26 @@
-"""Export a Hugging Face Llama, Mistral or Qwen2 model to GGUF, for llama.cpp and Ollama.
+"""Export a Hugging Face Llama, Mistral, Qwen2, Gemma 2, Phi-3 or GPT-2 model to GGUF, for llama.cpp and Ollama.
 
-The glue around PyPI `gguf`'s GGUFWriter: map tensor names, permute q/k rows for GGML's rope layout where the
-family's llama.cpp graph needs it, pick a type per tensor, embed the byte-level BPE tokenizer (with the name of its
-pre-tokenizer as llama.cpp knows it) and the chat template, and stream the tensors to disk one at a time (a model
-never has to fit in memory twice). An Ollama `Modelfile` is written next to the GGUF.
+The glue around PyPI `gguf`'s GGUFWriter: map tensor names, convert each tensor as llama.cpp's graph for its
+architecture reads it (`gguf_arch`), pick a type per tensor, embed the tokenizer (`gguf_vocab`) and the chat
+template, and stream the tensors to disk one at a time (a model never has to fit in memory twice). An Ollama
+`Modelfile` (`ollama`) is written next to the GGUF. Each family is written as llama.cpp's convert_hf_to_gguf.py
+writes it:
 
-| family                           | llama.cpp arch | q/k rope rows   | tokenizer (`tokenizer.ggml.pre`)            |
-|----------------------------------|----------------|-----------------|---------------------------------------------|
-| Llama, Llama 3, SmolLM2          | llama          | permuted (NORM) | gpt2: gpt-2 (GPT-2 regex), llama-bpe        |
-| Llama 2, Mistral (SentencePiece) | llama          | permuted (NORM) | llama (SentencePiece BPE), no pre           |
-| Qwen2, Qwen2.5                   | qwen2          | as HF's (NEOX)  | gpt2: qwen2 (Qwen2 regex; NFC: see below)   |
+| family                  | arch   | tensors as llama.cpp's graph reads them    | tokenizer (`tokenizer.ggml.pre`)  |
+|-------------------------|--------|--------------------------------------------|-----------------------------------|
+| Llama, Llama 3, SmolLM2 | llama  | q/k rows permuted (rope NORM)              | gpt2: gpt-2, llama-bpe            |
+| Llama 2, Mistral        | llama  | q/k rows permuted (rope NORM)              | llama (SPM), `▁` prefix           |
+| Qwen2, Qwen2.5          | qwen2  | as HF's (NEOX), q/k/v biases               | gpt2: qwen2 (NFC: see gguf_vocab) |
+| Gemma 2                 | gemma2 | NEOX, norms + 1, tied, soft-caps, SWA      | llama (SPM), no prefix; eot       |
+| Phi-3 (4k context)      | phi3   | NEOX, fused attn_qkv, ffn_up = [gate; up]  | llama (SPM), `▁` prefix; eot      |
+| GPT-2, DialoGPT         | gpt2   | Conv1D transposed, attn_qkv, position_embd | gpt2: gpt-2; no chat template     |
 
-The tokenizer's GGUF form is `gguf_vocab`'s; the Ollama Modelfile is `ollama`'s.
+eot: the end-of-turn token (Gemma's `<end_of_turn>`, Phi-3's `<|end|>`), written as tokenizer.ggml.eot_token_id.
+
+Rope scaling (Phi-3's 128k longrope, Llama 3.1's llama3), Qwen2's use_sliding_window, and configs whose math
+llama.cpp would compute differently (gemma2's query_pre_attn_scalar, which llama.cpp derives from the layer count)
+are refused, naming the family and what to use instead. Phi-3's and Mistral v0.1's sliding windows are not applied
+by llama.cpp's phi3/llama graphs (nor by convert_hf_to_gguf's files): results match transformers within the window.
 """
 
 from __future__ import annotations
@@ -27,24 +36,12 @@ from typing import Any
 import numpy as np
 
 from llmforge.errors import LlmforgeError, require
-from llmforge.export.gguf_vocab import Vocab, read_json, read_vocab
+from llmforge.export.gguf_arch import ARCHITECTURES, Arch, Hparams, permute_rope
+from llmforge.export.gguf_vocab import Vocab, gguf_name, read_json, read_vocab
 from llmforge.export.ollama import render_modelfile
 
+__all__ = ["SUPPORTED_ARCHITECTURES", "available_outtypes", "export_gguf", "permute_rope", "read_params"]
 
-@dataclass(frozen=True)
-class Family:
-    """How llama.cpp's graph for one HF architecture wants its tensors."""
-
-    arch: str  # gguf.MODEL_ARCH member
-    rope_permute: bool  # HF rotate-half q/k rows -> GGML's interleaved pairs (rope NORM); NEOX reads HF's layout
-    qkv_bias: bool  # q/k/v projections carry biases (llama.cpp reads attn_q.bias ...)
-
-
-ARCHITECTURES = {
-    "LlamaForCausalLM": Family("LLAMA", rope_permute=True, qkv_bias=False),
-    "MistralForCausalLM": Family("LLAMA", rope_permute=True, qkv_bias=False),  # llama.cpp's converter: llama
-    "Qwen2ForCausalLM": Family("QWEN2", rope_permute=False, qkv_bias=True),
-}
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 
 # outtype -> (GGML tensor type, llama.cpp file type). K-quants appear here only when gguf-py can make them in
@@ -65,27 +62,8 @@ _FULL_PRECISION = ("F32", "F16", "BF16", "Q8_0")
 
 
 @dataclass(frozen=True)
-class LlamaParams:
-    """The hyperparameters llama.cpp reads, taken from a HF config.json."""
-
-    name: str
-    family: Family
-    vocab_size: int
-    context_length: int
-    hidden_size: int
-    intermediate_size: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    rope_theta: float
-    rms_eps: float
-    tied: bool
-
-
-@dataclass(frozen=True)
 class TensorPlan:
-    """One tensor to write: where it comes from, its GGUF name, logical shape (rows, cols) and GGML type."""
+    """One tensor to write: where it comes from, its GGUF name, stored shape (rows, cols) and GGML type."""
 
     hf_name: str
     file: Path  # the safetensors file holding it
@@ -100,12 +78,13 @@ def export_gguf(model_dir: Path, out_dir: Path, *, outtype: str = "f16") -> dict
     start = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     outtype = _check_outtype(gguf, outtype)
-    params = read_params(model_dir)
-    vocab = read_vocab(model_dir, params.vocab_size)
-    plan = plan_tensors(gguf, _weight_shapes(model_dir), params, outtype)
+    arch, hp = read_params(model_dir)
+    vocab = read_vocab(model_dir, hp.vocab_size, arch.family)
+    plan = plan_tensors(gguf, _weight_shapes(model_dir), arch, hp, outtype)
+    name = gguf_name(model_dir.resolve().name, vocab)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"model-{outtype}.gguf"
-    _atomic_write(path, lambda tmp: _write_gguf(gguf, tmp, params, vocab, plan, outtype))
+    _atomic_write(path, lambda tmp: _write_gguf(gguf, tmp, name, arch, hp, vocab, plan, outtype))
     modelfile = out_dir / "Modelfile"
     _atomic_write(modelfile, lambda tmp: tmp.write_text(render_modelfile(path.name, vocab, _temperature(model_dir))))
     return {
@@ -113,6 +92,7 @@ def export_gguf(model_dir: Path, out_dir: Path, *, outtype: str = "f16") -> dict
         "modelfile": str(modelfile),
         "bytes": path.stat().st_size,
         "outtype": outtype,
+        "arch": gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]],
         "tensors": len(plan),
         "tensor_types": dict(Counter(t.qtype for t in plan)),
         "seconds": round(time.perf_counter() - start, 3),
@@ -152,8 +132,8 @@ def _check_outtype(gguf: Any, outtype: str) -> str:
     )
 
 
-def read_params(model_dir: Path) -> LlamaParams:
-    """Read and check config.json: a supported architecture, its biases, plain rope, no sliding window."""
+def read_params(model_dir: Path) -> tuple[Arch, Hparams]:
+    """The architecture's description and the hyperparameters its reader takes from config.json (and checks)."""
     if (model_dir / "adapter_config.json").is_file():
         raise LlmforgeError(
             f"{model_dir} is a LoRA/peft adapter, not a full model; GGUF export needs merged weights: "
@@ -168,34 +148,12 @@ def read_params(model_dir: Path) -> LlamaParams:
             f"GGUF export supports {', '.join(SUPPORTED_ARCHITECTURES)} only; {model_dir} is {archs[0]}. "
             "For other architectures use llama.cpp's convert_hf_to_gguf.py"
         )
-    family = ARCHITECTURES[archs[0]]
-    if not family.qkv_bias and (config.get("attention_bias") or config.get("mlp_bias")):
-        raise LlmforgeError(f"{model_dir}: Llama models with attention/MLP biases are not supported by GGUF export")
-    if config.get("use_sliding_window"):
-        raise LlmforgeError(f"{model_dir}: sliding-window attention is not supported by GGUF export; use llama.cpp's "
-                            "convert_hf_to_gguf.py")
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise LlmforgeError(
-            f"{model_dir}: rope type '{rope.get('rope_type', rope.get('type'))}' is not supported by GGUF export "
-            "(only the default rope); use llama.cpp's convert_hf_to_gguf.py"
-        )
-    n_heads = config["num_attention_heads"]
-    return LlamaParams(
-        name=model_dir.resolve().name,
-        family=family,
-        vocab_size=config["vocab_size"],
-        context_length=config["max_position_embeddings"],
-        hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"],
-        n_layers=config["num_hidden_layers"],
-        n_heads=n_heads,
-        n_kv_heads=config.get("num_key_value_heads") or n_heads,
-        head_dim=config.get("head_dim") or config["hidden_size"] // n_heads,
-        rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-        rms_eps=float(config.get("rms_norm_eps", 1e-6)),
-        tied=bool(config.get("tie_word_embeddings", False)),
-    )
+    arch = ARCHITECTURES[archs[0]]
+    try:
+        return arch, arch.read(config, arch.family)
+    except KeyError as missing:
+        raise LlmforgeError(f"GGUF export of {arch.family} models: {model_dir}/config.json lacks {missing}; "
+                            f"re-save the model with save_pretrained") from None
 
 
 def _temperature(model_dir: Path) -> float:
@@ -203,16 +161,6 @@ def _temperature(model_dir: Path) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- tensors
-
-
-def permute_rope(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """HF q/k rows (rotate-half: pairs (i, i + d/2)) -> GGML's interleaved pairs (2i, 2i + 1), per head."""
-    rows = weight.shape[0]  # (n_heads * head_dim, hidden)
-    return (
-        weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:])  # (H, 2, D/2, hidden)
-        .swapaxes(1, 2)  # (H, D/2, 2, hidden)
-        .reshape(weight.shape)
-    )
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
@@ -237,11 +185,12 @@ def _weight_shapes(model_dir: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
     return shapes
 
 
-def tensor_qtype(gguf_name: str, shape: tuple[int, ...], outtype: str, tied: bool) -> str:
-    """GGML type for one tensor, following llama.cpp: 1-D (norms) stay F32; below 8 bits the output matrix
-    (token_embd when tied) keeps 8 bits (llama-quantize would use Q6_K, which gguf-py cannot make)."""
+def tensor_qtype(gguf_name: str, shape: tuple[int, ...], outtype: str, tied: bool, f32: tuple[str, ...] = ()) -> str:
+    """GGML type for one tensor, following llama.cpp: 1-D (norms, biases) and the architecture's `f32` tensors
+    (GPT-2's position_embd) stay F32; below 8 bits the output matrix (token_embd when tied) keeps 8 bits
+    (llama-quantize would use Q6_K, which gguf-py cannot make)."""
     base = OUTTYPES[outtype][0]
-    if len(shape) == 1:
+    if len(shape) == 1 or gguf_name in f32:
         return "F32"
     is_output = gguf_name == "output.weight" or (tied and gguf_name == "token_embd.weight")
     if base not in _FULL_PRECISION and is_output:
@@ -250,21 +199,23 @@ def tensor_qtype(gguf_name: str, shape: tuple[int, ...], outtype: str, tied: boo
 
 
 def plan_tensors(
-    gguf: Any, shapes: dict[str, tuple[tuple[int, ...], Path]], params: LlamaParams, outtype: str
+    gguf: Any, shapes: dict[str, tuple[tuple[int, ...], Path]], arch: Arch, hp: Hparams, outtype: str
 ) -> list[TensorPlan]:
-    """Map HF tensor names to GGUF names and types; refuse tensors llama.cpp's Llama graph would not read."""
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[params.family.arch], params.n_layers)
+    """Map HF tensor names to GGUF names, stored shapes and types; refuse tensors llama.cpp's graph would not read."""
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_arch], hp.n_layers)
     plan = []
-    for hf_name, (shape, file) in shapes.items():
-        if params.tied and hf_name == "lm_head.weight":
+    for hf_name, (hf_shape, file) in shapes.items():
+        if hp.tied and hf_name == "lm_head.weight":
             continue  # tied: llama.cpp reads the output matrix from token_embd
-        if hf_name.endswith("rotary_emb.inv_freq"):
-            continue  # recomputed by llama.cpp from rope_theta
+        if hf_name.endswith(("rotary_emb.inv_freq", *arch.skip)):
+            continue  # recomputed by llama.cpp (rope frequencies, causal masks)
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise LlmforgeError(f"tensor '{hf_name}' has no GGUF counterpart for a {params.family.arch.lower()} model; "
-                                "cannot export it")
-        qtype = tensor_qtype(name, shape, outtype, params.tied)
+            raise LlmforgeError(
+                f"GGUF export of {arch.family} models: tensor '{hf_name}' has no counterpart in llama.cpp's "
+                f"{arch.gguf_arch.lower()} graph; use llama.cpp's convert_hf_to_gguf.py if it knows this variant")
+        shape = arch.stored_shape(hf_name, hf_shape)
+        qtype = tensor_qtype(name, shape, outtype, hp.tied, arch.f32)
         block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[qtype]]
         if shape[-1] % block:
             qtype = "F16"  # rows not a whole number of blocks: convert_hf_to_gguf falls back the same way
@@ -272,43 +223,41 @@ def plan_tensors(
     return plan
 
 
-def _load_tensor(t: TensorPlan, params: LlamaParams) -> np.ndarray:
-    """One tensor as float32 numpy; q/k rows (weights and biases) permuted where the family's rope needs it."""
+def _load_tensor(t: TensorPlan, arch: Arch, hp: Hparams) -> np.ndarray:
+    """One tensor as float32 numpy, converted as the architecture's llama.cpp graph reads it."""
     from safetensors import safe_open
 
     with safe_open(str(t.file), framework="pt") as f:
         weight = f.get_tensor(t.hf_name).float().numpy()  # bf16 has no numpy dtype: go through torch
-    if not params.family.rope_permute:
-        return weight
-    if t.hf_name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-        weight = permute_rope(weight, params.n_heads)
-    elif t.hf_name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-        weight = permute_rope(weight, params.n_kv_heads)
-    return weight
+    return arch.convert(t.hf_name, weight, hp)
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _add_metadata(gguf: Any, writer: Any, params: LlamaParams, vocab: Vocab, outtype: str) -> None:
-    writer.add_name(params.name)
-    writer.add_file_type(int(gguf.LlamaFileType[OUTTYPES[outtype][1]]))
-    if OUTTYPES[outtype][0] not in ("F32", "F16", "BF16"):
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_vocab_size(params.vocab_size)
-    writer.add_context_length(params.context_length)
-    writer.add_embedding_length(params.hidden_size)
-    writer.add_feed_forward_length(params.intermediate_size)
-    writer.add_block_count(params.n_layers)
-    writer.add_head_count(params.n_heads)
-    writer.add_head_count_kv(params.n_kv_heads)
-    if params.head_dim != params.hidden_size // params.n_heads:
-        writer.add_key_length(params.head_dim)
-        writer.add_value_length(params.head_dim)
-    writer.add_rope_dimension_count(params.head_dim)
-    writer.add_rope_freq_base(params.rope_theta)
-    writer.add_layer_norm_rms_eps(params.rms_eps)
-    _add_vocab(writer, vocab)
+def _add_hparams(writer: Any, arch: Arch, hp: Hparams) -> None:
+    """The header keys llama.cpp's graph reads; the optional ones only where the architecture's reader set them."""
+    writer.add_vocab_size(hp.vocab_size)
+    writer.add_context_length(hp.context_length)
+    writer.add_embedding_length(hp.hidden_size)
+    writer.add_feed_forward_length(hp.intermediate_size)
+    writer.add_block_count(hp.n_layers)
+    writer.add_head_count(hp.n_heads)
+    (writer.add_layer_norm_eps if arch.layer_norm else writer.add_layer_norm_rms_eps)(hp.norm_eps)
+    optional = (
+        (hp.n_kv_heads, writer.add_head_count_kv),
+        (hp.key_length, writer.add_key_length),
+        (hp.key_length, writer.add_value_length),
+        (hp.rope_dims, writer.add_rope_dimension_count),
+        (hp.rope_theta if hp.rope_dims is not None else None, writer.add_rope_freq_base),
+        (hp.original_context, writer.add_rope_scaling_orig_ctx_len),
+        (hp.attn_softcap, writer.add_attn_logit_softcapping),
+        (hp.final_softcap, writer.add_final_logit_softcapping),
+        (hp.sliding_window, writer.add_sliding_window),
+    )
+    for value, add in optional:
+        if value is not None:
+            add(value)
 
 
 def _add_vocab(writer: Any, vocab: Vocab) -> None:
@@ -319,11 +268,13 @@ def _add_vocab(writer: Any, vocab: Vocab) -> None:
     writer.add_token_types(vocab.types)
     if vocab.scores is not None:
         writer.add_token_scores(vocab.scores)
-        writer.add_add_space_prefix(True)  # the normalizer's Prepend("▁")
+        writer.add_add_space_prefix(vocab.add_space_prefix)  # the normalizer's Prepend("▁"), or none (Gemma)
     if vocab.merges:
         writer.add_token_merges(vocab.merges)
-    for value, add in ((vocab.bos_id, writer.add_bos_token_id), (vocab.eos_id, writer.add_eos_token_id),
-                       (vocab.pad_id, writer.add_pad_token_id)):
+    specials = ((vocab.bos_id, writer.add_bos_token_id), (vocab.eos_id, writer.add_eos_token_id),
+                (vocab.unk_id, writer.add_unk_token_id), (vocab.pad_id, writer.add_pad_token_id),
+                (vocab.eot_id, writer.add_eot_token_id))
+    for value, add in specials:
         if value is not None:
             add(value)
     writer.add_add_bos_token(vocab.add_bos)
@@ -332,10 +283,16 @@ def _add_vocab(writer: Any, vocab: Vocab) -> None:
         writer.add_chat_template(vocab.chat_template)
 
 
-def _write_gguf(gguf: Any, path: Path, params: LlamaParams, vocab: Vocab, plan: list[TensorPlan], outtype: str) -> None:
+def _write_gguf(gguf: Any, path: Path, name: str, arch: Arch, hp: Hparams, vocab: Vocab, plan: list[TensorPlan],
+                outtype: str) -> None:
     """Header and tensor infos first, then each tensor loaded, converted and written on its own."""
-    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[params.family.arch]])
-    _add_metadata(gguf, writer, params, vocab, outtype)
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.gguf_arch]])
+    writer.add_name(name)
+    writer.add_file_type(int(gguf.LlamaFileType[OUTTYPES[outtype][1]]))
+    if OUTTYPES[outtype][0] not in ("F32", "F16", "BF16"):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_hparams(writer, arch, hp)
+    _add_vocab(writer, vocab)
     for t in plan:
         ggml_type = gguf.GGMLQuantizationType[t.qtype]
         block, size = gguf.GGML_QUANT_SIZES[ggml_type]
@@ -346,7 +303,7 @@ def _write_gguf(gguf: Any, path: Path, params: LlamaParams, vocab: Vocab, plan: 
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t in plan:
-            weight = _load_tensor(t, params)
+            weight = _load_tensor(t, arch, hp)
             writer.write_tensor_data(gguf.quants.quantize(weight, gguf.GGMLQuantizationType[t.qtype]))
     finally:
         writer.close()
@@ -360,5 +317,3 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-

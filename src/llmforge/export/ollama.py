@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmforge.export.gguf_vocab import Vocab
+from llmforge.export.gguf_vocab import USER_TURN, Vocab, render_user_turn
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,30 @@ OLLAMA_CHATS = (
                "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
                "{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
                r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", "<|eot_id|>"),
+    # Gemma: the assistant is "model"; its HF template refuses a system role, so a system message is a user turn
+    OllamaChat("<start_of_turn>",
+               "{{- range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}user{{ end }}\n"
+               "{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n",
+               r"<start_of_turn>system\n(.*?)<end_of_turn>", "<end_of_turn>"),
+    OllamaChat("<|end|>",  # Phi-3
+               "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
+               r"<\|system\|>\n(.*?)<\|end\|>", "<|end|>"),
 )
-_MARK = "\x00user-turn\x00"
 
 
 def default_system_prompt(chat_template: str, vocab: Vocab, pattern: str) -> str | None:
     """The system prompt an HF template writes into a conversation that has none (Qwen2's "You are a helpful
     assistant.", SmolLM2's), or None."""
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    text = _compile_jinja_template(chat_template).render(
-        messages=[{"role": "user", "content": _MARK}], add_generation_prompt=False, bos_token="",
-        eos_token=vocab.eos_token or "")
-    found = re.search(pattern, text.split(_MARK)[0], re.DOTALL)
+    text = render_user_turn(chat_template, vocab.eos_token or "")
+    found = re.search(pattern, text.split(USER_TURN)[0], re.DOTALL) if text else None
     return found.group(1) if found else None
+
+
+def _turns_end_with_eos(vocab: Vocab) -> bool:
+    """DialoGPT's format: each turn followed by eos, no roles. What a model without a chat template (GPT-2) knows,
+    and transformers' default chat template for GPT-2 tokenizers (llmforge's named `dialogpt` template)."""
+    eos = vocab.eos_token
+    return bool(eos) and (vocab.chat_template is None or render_user_turn(vocab.chat_template, eos) == USER_TURN + eos)
 
 
 def render_modelfile(gguf_name: str, vocab: Vocab, temperature: float) -> str:
@@ -54,7 +64,9 @@ def render_modelfile(gguf_name: str, vocab: Vocab, temperature: float) -> str:
     lines = [f"FROM ./{gguf_name}"]
     chat = next((c for c in OLLAMA_CHATS if vocab.chat_template and c.marker in vocab.chat_template), None)
     stops = [vocab.eos_token] if vocab.eos_token else []
-    if chat is None:
+    if _turns_end_with_eos(vocab):
+        lines.append(f'TEMPLATE """{{{{- range .Messages }}}}{{{{ .Content }}}}{vocab.eos_token}{{{{ end }}}}"""')
+    elif chat is None:
         lines.append("# no TEMPLATE: Ollama falls back to the chat template stored in the GGUF")
     else:
         lines.append(f'TEMPLATE """{chat.template}"""')

@@ -7,7 +7,7 @@ optimum-onnx 0.1.0 requires transformers<4.58 (no environment with transformers 
 An export directory holds everything a runtime needs, with no guessing:
   model.onnx + model.onnx_data   the graph; weights always as external data (the 2 GB protobuf limit)
   onnx_config.json               input/output names and shapes, layers, kv heads, head_dim, dtype, opset
-  config.json, tokenizer files   the Hugging Face config and tokenizer, unchanged
+  config.json, tokenizer files   the Hugging Face config, generation config and tokenizer, unchanged
 """
 
 from __future__ import annotations
@@ -192,6 +192,8 @@ def export_onnx(model: Any, tokenizer: Any, out_dir: Path, *, optimize: bool = T
     _write_graph(program, out_dir, optimize)
     done = time.perf_counter()
     model.config.save_pretrained(str(out_dir))
+    if getattr(model, "generation_config", None) is not None:  # its eos list: end-of-turn tokens (Phi-3, Gemma)
+        model.generation_config.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     extra = {"dtype": "float32", "opset": _opset(out_dir / MODEL_FILE), "quantization": None,
              "graph_optimization": "onnxscript+ort-basic" if optimize else "onnxscript",

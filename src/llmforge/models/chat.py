@@ -3,16 +3,18 @@
 The template decides what the model sees in training *and* in serving, so it is saved with every tokenizer
 that llmforge writes: a model good in training and garbage after export usually differs here.
 
-Named templates follow each family's published template. A family whose template has no system role (Mistral,
-Gemma) gets the system message folded into the first user turn, as its model card documents; DialoGPT (turns
-separated by eos, no roles) refuses a system message, naming the record. A Jinja file may be given instead of
+Named templates follow each family's published template. A template without a system role (Mistral, Gemma,
+DialoGPT's eos-separated turns, whose named template refuses one) gets the system message folded into the first
+user turn, as those model cards document (`with_system_folded`, used alike by prepare and serve); a conversation
+the template refuses even then is refused, naming the record. A Jinja file may be given instead of
 a name (`data.chat_template: path/to/template.jinja`, `--chat-template FILE` in prepare and serve).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmforge.errors import ConfigError
 
@@ -74,6 +76,33 @@ DIALOGPT = (  # DialoGPT: the turns of a conversation, each followed by eos; no 
 
 TEMPLATES = {"chatml": CHATML, "llama-3": LLAMA3, "llama-2": LLAMA2, "mistral": MISTRAL, "gemma": GEMMA,
              "phi-3": PHI3, "user-assistant": USER_ASSISTANT, "dialogpt": DIALOGPT}
+
+
+T = TypeVar("T")
+
+
+def fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leading system message joined to the head of the first user turn ("system\n\nuser"): what Gemma's
+    and Mistral's model cards tell users of their templates, which have no system role, to do."""
+    system, first, *rest = messages
+    return [{**first, "content": f"{system['content']}\n\n{first['content']}"}, *rest]
+
+
+def with_system_folded(render: Callable[[list[dict[str, Any]]], T], messages: list[dict[str, Any]]) -> tuple[T, bool]:
+    """`render(messages)`; where the template refuses a conversation that opens with a system message followed by
+    a user turn (Gemma 2's and Mistral v0.1's raise), render it with the system message folded instead.
+    Returns (rendered, folded). Training and serving both go through here, so a model sees the same prompt in
+    both. A refusal with the system message folded is raised as the original one."""
+    try:
+        return render(messages), False
+    except Exception:
+        if len(messages) < 2 or messages[0].get("role") != "system" or messages[1].get("role") != "user":
+            raise
+        try:
+            return render(fold_system(messages)), True
+        except Exception:
+            pass
+        raise
 
 
 def template_text(name_or_file: str) -> str:

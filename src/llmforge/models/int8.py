@@ -1,10 +1,13 @@
 """The int8 artifact: per-channel symmetric int8 weights in safetensors, and the kernels that run them.
 
 On disk (no pickle, `model-int8.safetensors`): every quantized `nn.Linear` weight `W` (O, I) is stored as `<name>.weight` int8 (O, I) plus
-`<name>.weight_scale` float32 (O,), with W ~= int8 * scale[:, None]; the input embedding is stored the same way
-per row, and a tied `lm_head` reuses it. Everything else (norms, biases) stays float. `config.json` carries
-`quantization_config = {"quant_method": "llmforge", ...}`: llmforge reloads it with `load_int8`, and plain
-transformers refuses it (unknown quant_method) instead of silently loading int8 numbers as floats.
+`<name>.weight_scale` float32 (O,), with W ~= int8 * scale[:, None]; GPT-2's Conv1D layers, whose weight is (I, O),
+are stored the same way (transposed to (O, I)) and run as linear layers. The input embedding is stored the same way
+per row (a Gemma-style constant embedding scale is kept), and a tied `lm_head` reuses it; further embedding tables
+(GPT-2's learned positions) are stored per row too (`embeddings` in the config). Everything else (norms, biases)
+stays float. `config.json` carries `quantization_config = {"quant_method": "llmforge", ...}`: llmforge reloads it
+with `load_int8`, and plain transformers refuses it (unknown quant_method) instead of silently loading int8 numbers
+as floats.
 
 Kernels chosen at load time (`kernel`), all from the same file:
 * `torch`, activations `dynamic` with `activation_scales: per-token` (the default): each row of the input gets its own
@@ -56,16 +59,26 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 class Int8Embedding(nn.Module):
-    """Embedding lookup from int8 rows: only the looked-up rows are dequantized."""
+    """Embedding lookup from int8 rows: only the looked-up rows are dequantized. `embed_scale`: a constant the
+    family multiplies its embeddings by (Gemma: sqrt(hidden_size)); the tied head shares the unscaled rows."""
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None) -> None:
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None,
+                 embed_scale: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("weight_int8", q)  # (V, H)
         self.register_buffer("weight_scale", scale)  # (V,)
         self.padding_idx = padding_idx
+        self.embed_scale = embed_scale
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight_int8[ids].float() * self.weight_scale[ids].unsqueeze(-1)  # (..., H)
+        return self.weight_int8[ids].float() * (self.weight_scale[ids] * self.embed_scale).unsqueeze(-1)  # (..., H)
+
+
+def _embed_scale(embedding: nn.Module) -> float:
+    """The constant a scaled embedding (Gemma's) multiplies its output by; 1 for a plain nn.Embedding."""
+    scale = getattr(embedding, "scalar_embed_scale", None)
+    scale = getattr(embedding, "embed_scale", None) if scale is None else scale
+    return 1.0 if scale is None else float(scale)
 
 
 class _Int8Weights(nn.Module):
@@ -146,9 +159,12 @@ def runtime_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | No
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    """The linear layers inside the transformer blocks (lm_head is handled with the embedding)."""
+    """The linear layers (nn.Linear, GPT-2's Conv1D) inside the transformer blocks (lm_head is handled with the
+    embedding)."""
+    from transformers.pytorch_utils import Conv1D
+
     head = model.get_output_embeddings()
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not head]
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D)) and m is not head]
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -158,16 +174,20 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors to save (int8 weights + scales, other tensors as they are) and the quantization config."""
+    from transformers.pytorch_utils import Conv1D
+
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     linears = _linear_names(model)
     emb_name = next(n for n, m in model.named_modules() if m is model.get_input_embeddings())
-    quantized = {f"{n}.weight" for n in linears} | {f"{emb_name}.weight"}
+    tables = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and n != emb_name]  # GPT-2's wpe
+    quantized = {f"{n}.weight" for n in [*linears, emb_name, *tables]}
+    conv1d = {f"{n}.weight" for n in linears if isinstance(model.get_submodule(n), Conv1D)}
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         if tied and name == "lm_head.weight":
             continue
         if name in quantized:
-            q, scale = quantize_weight(tensor)
+            q, scale = quantize_weight(tensor.t() if name in conv1d else tensor)  # (O, I) for both layouts
             tensors[name], tensors[name + "_scale"] = q.contiguous(), scale.contiguous()
         else:
             tensors[name] = tensor.detach().contiguous()
@@ -175,7 +195,7 @@ def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
         linears.append("lm_head")
         q, scale = quantize_weight(model.state_dict()["lm_head.weight"])
         tensors["lm_head.weight"], tensors["lm_head.weight_scale"] = q.contiguous(), scale.contiguous()
-    config = {"quant_method": QUANT_METHOD, "format": FORMAT, "bits": 8, "embedding": emb_name,
+    config = {"quant_method": QUANT_METHOD, "format": FORMAT, "bits": 8, "embedding": emb_name, "embeddings": tables,
               "modules": sorted(linears)}
     return tensors, config
 
@@ -230,11 +250,13 @@ def load_int8(path: Path, kernel: str = DEFAULT_CPU_KERNEL) -> nn.Module:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tensors = load_file(str(Path(path) / WEIGHTS_FILE))
     emb = qconfig["embedding"]
+    tables = [emb, *qconfig.get("embeddings", [])]  # files from before learned positions were int8: none
     quantized = {name: (tensors.pop(f"{name}.weight"), tensors.pop(f"{name}.weight_scale"),
-                        tensors.pop(f"{name}.bias", None)) for name in [*qconfig["modules"], emb]}
+                        tensors.pop(f"{name}.bias", None)) for name in [*qconfig["modules"], *tables]}
     # Float tensors (norms, biases) go in first: quantized modules read their own keys when loading.
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    expected_missing = {f"{name}.weight" for name in quantized} | {"lm_head.weight"}
+    expected_missing = ({"lm_head.weight"} | {f"{name}.weight" for name in quantized}
+                        | {f"{name}.bias" for name, (_, _, bias) in quantized.items() if bias is not None})
     if set(missing) - expected_missing or unexpected:
         raise LlmforgeError(f"{path}: {WEIGHTS_FILE} does not match config.json (missing "
                             f"{sorted(set(missing) - expected_missing)[:5]}, unexpected {unexpected[:5]})")
@@ -245,10 +267,14 @@ def load_int8(path: Path, kernel: str = DEFAULT_CPU_KERNEL) -> nn.Module:
         activations = "none" if name in weight_only else qconfig["activations"]
         return runtime_linear(weight, weight_scale, bias, activations, kernel, scales)
 
-    q, scale, _ = quantized.pop(emb)
-    _set_module(model, emb, Int8Embedding(q, scale, getattr(config, "pad_token_id", None)))
+    for name in tables:
+        table = model.get_submodule(name)
+        weight, weight_scale, _ = quantized.pop(name)
+        _set_module(model, name, Int8Embedding(weight, weight_scale, getattr(table, "padding_idx", None),
+                                                 _embed_scale(table)))
     if getattr(config, "tie_word_embeddings", False):
-        head = linear("lm_head", q, scale, None)
+        embedding = model.get_submodule(emb)
+        head = linear("lm_head", embedding.weight_int8, embedding.weight_scale, None)
         head.shares_input_embedding = True  # stored once on disk; counted once
         _set_module(model, "lm_head", head)
     for name, (weight, weight_scale, bias) in quantized.items():

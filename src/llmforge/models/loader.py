@@ -6,6 +6,7 @@ unless the config turns it on.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ import torch
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models import int8
+from llmforge.models.chat import TEMPLATES
+from llmforge.models.families import family_of_dir
 from llmforge.models.reference import ModelRef, resolve_model
+
+log = logging.getLogger("llmforge")
 
 
 def default_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -73,7 +78,19 @@ def load_tokenizer(cfg: ModelConfig, ref: ModelRef | None = None) -> Any:
     if tokenizer.pad_token is None:
         # Padding only fills batches; it is masked out of attention and loss, so eos is a safe stand-in.
         tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        _family_template(tokenizer, ref.path)
     return tokenizer
+
+
+def _family_template(tokenizer: Any, model_path: str) -> None:
+    """A tokenizer without a chat template gets its family's settled format (GPT-2/DialoGPT: turns separated
+    by eos), so chats train and serve with no flag; other families keep none and ask for data.chat_template."""
+    family = family_of_dir(model_path)
+    if family is not None and family.default_template:
+        tokenizer.chat_template = TEMPLATES[family.default_template]
+        log.info("%s has no chat template; using the %s family's '%s' turn format", model_path, family.name,
+                 family.default_template)
 
 
 def load_model(

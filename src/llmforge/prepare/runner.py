@@ -40,7 +40,7 @@ from llmforge.data.tokenize import (
     tokenize_batch,
 )
 from llmforge.errors import DataError, LlmforgeError, Problem
-from llmforge.models.chat import ensure_chat_template
+from llmforge.models.chat import ensure_chat_template, with_system_folded
 from llmforge.models.loader import load_tokenizer
 from llmforge.prepare.config import PrepareConfig
 from llmforge.progress import Hooks, begin
@@ -60,6 +60,7 @@ class _State:
     problem_count: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     read: int = 0
+    system_folded: int = 0  # chats whose template has no system role: folded into the first user turn
     rejects: IO[str] | None = None  # when not strict, every problem is written here (rejects.jsonl) as found
 
     def add(self, problems: list[Problem]) -> None:
@@ -212,11 +213,12 @@ def _unique(items: Iterator[tuple[str | None, Example]], seen: SeenSet | None,
                 state.dropped["duplicate"] += 1
 
 
-def _render(tokenizer: Any, ex: Example, cfg: DataConfig, renderer: ChatRenderer) -> Rendered:
+def _render(tokenizer: Any, ex: Example, cfg: DataConfig, renderer: ChatRenderer) -> tuple[Rendered, bool]:
+    """The rendered sample, and whether its system message had to be folded into the first user turn."""
     if ex.kind == "text":
-        return render_text(ex.text)
+        return render_text(ex.text), False
     messages = [{"role": m.role, "content": m.content} for m in ex.messages]
-    return render_chat(tokenizer, messages, cfg.train_on_inputs, renderer)
+    return with_system_folded(lambda m: render_chat(tokenizer, m, cfg.train_on_inputs, renderer), messages)
 
 
 class _SplitWriter:
@@ -391,6 +393,7 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
         report = lint_report(writer.lengths, writer.samples, state.read, state.dropped, kinds,
                              truncated=writer.truncated, chunked=writer.chunked, max_length=cfg.data.max_length,
                              overlong=cfg.data.overlong, split_sources=split_sources(cfg.data, split_files))
+        report["system_folded"] = state.system_folded  # the template has no system role (Gemma 2, Mistral v0.1)
         if report["records_kept"] == 0:
             named = files + [f for group in split_files.values() for f in group]
             raise LlmforgeError(f"no usable records in {', '.join(named)}: dropped {dict(state.dropped)}")
@@ -398,7 +401,7 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
         (run.file("lint.json")).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         save_length_histogram(writer.lengths, run.file("lengths.png"))
         run.extra = {"inputs": [str(Path(f).resolve()) for f in files], "tokenizer": cfg.model.name_or_path}
-        if cfg.data.chat_template:  # the template the data was rendered with travels to training, then serving
+        if tokenizer.chat_template:  # the template the data was rendered with travels to training, then serving
             run.file(CHAT_TEMPLATE).write_text(tokenizer.chat_template, encoding="utf-8")
             run.extra["chat_template"] = CHAT_TEMPLATE
         if split_files:
@@ -420,8 +423,10 @@ def _stream(cfg: DataConfig, tokenizer: Any, examples: Iterator[tuple[str | None
         rendered, kept = [], []
         for split, ex in batch:
             try:
-                rendered.append(_render(tokenizer, ex, cfg, renderer))
+                sample, folded = _render(tokenizer, ex, cfg, renderer)
+                rendered.append(sample)
                 kept.append((split, ex))
+                writer.state.system_folded += folded
             except (LlmforgeError, TemplateError) as exc:  # this record, not the run: named, like any bad record
                 writer.state.add([Problem(ex.source, ex.line, "messages", f"the chat template cannot render it: "
                                           f"{exc}")])

@@ -40,8 +40,9 @@ def _wait_ready(url: str, key: str, proc: subprocess.Popen[bytes], timeout: floa
 
 
 def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: int = 10,
-                timeout: float = 120.0, log: Path | None = None) -> dict[str, Any]:
-    """The reply to `prompt`, p50 latency of `requests` sequential `max_tokens`-token replies, clean exit."""
+                timeout: float = 120.0, log: Path | None = None, reply_tokens: int = 256) -> dict[str, Any]:
+    """The reply to `prompt` (up to `reply_tokens`), p50 latency of `requests` sequential `max_tokens`-token
+    replies, clean exit."""
     require("openai", "serve")
     from openai import OpenAI
 
@@ -57,7 +58,7 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
         _wait_ready(url, key, proc, timeout)
         client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
         reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": prompt}],
-                                               max_tokens=256, temperature=0)
+                                               max_tokens=reply_tokens, temperature=0)
         latencies = []
         for _ in range(requests):
             start = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmforge.errors import LlmforgeError
+from llmforge.models.chat import with_system_folded
 
 
 class PromptError(LlmforgeError):
@@ -27,8 +28,9 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str) ->
         )
     # 'developer' is OpenAI's newer name for 'system'; templates written before it know only 'system'.
     turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
-    try:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    try:  # folded as prepare folds it, so the model sees the prompt it was trained on
+        text, _ = with_system_folded(
+            lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True), turns)
     except Exception as exc:  # a template may refuse a conversation (roles out of order, ...): the caller's to fix
         raise PromptError(f"model '{model_name}''s chat template refused these messages: {exc}") from exc
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -11,6 +11,7 @@ from llmforge.data.config import DataConfig, SplitConfig
 from llmforge.errors import DataError, LlmforgeError
 from llmforge.prepare.config import PrepareConfig
 from llmforge.prepare.runner import prepare
+from tests.families import GEMMA2_TEMPLATE
 from tests.helpers import qa_records, write_jsonl
 
 
@@ -223,13 +224,36 @@ def test_split_files_config_shape_and_flags() -> None:
 def test_a_template_that_cannot_render_a_record_names_it(tiny_model_dir: Path, tmp_path: Path) -> None:
     chats = [{"messages": [{"role": "user", "content": f"hello {i}"}, {"role": "assistant", "content": "hi"}]}
              for i in range(6)]
-    chats[3]["messages"].insert(0, {"role": "system", "content": "be brief"})  # DialoGPT has no system role
+    chats[3]["messages"][0]["content"] = "forbidden"  # a template may refuse what the data format allows
+    chats[1]["messages"].insert(0, {"role": "system", "content": "be brief"})  # no system role: folded
     data = write_jsonl(tmp_path / "chats.jsonl", chats)
-    with pytest.raises(DataError, match=r"chats\.jsonl:4: field 'messages'.*no system role"):
-        prepare(cfg(tiny_model_dir, [data], tmp_path / "o", chat_template="dialogpt", split=SplitConfig(test=0.2)))
-    kept = prepare(cfg(tiny_model_dir, [data], tmp_path / "lenient", chat_template="dialogpt", strict=False,
+    gemma = tmp_path / "gemma.jinja"
+    gemma.write_text("{% for m in messages %}{% if m['content'] == 'forbidden' %}{{ raise_exception('no') }}"
+                     "{% endif %}{% endfor %}" + GEMMA2_TEMPLATE, encoding="utf-8")
+    with pytest.raises(DataError, match=r"chats\.jsonl:4: field 'messages'.*cannot render it: no"):
+        prepare(cfg(tiny_model_dir, [data], tmp_path / "o", chat_template=str(gemma), split=SplitConfig(test=0.2)))
+    kept = prepare(cfg(tiny_model_dir, [data], tmp_path / "lenient", chat_template=str(gemma), strict=False,
                        split=SplitConfig(test=0.2)))
     assert sum(kept.metrics["samples"].values()) == 5
+    assert kept.metrics["system_folded"] == 1
+
+
+def test_a_system_message_is_folded_where_the_template_has_no_system_role(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from llmforge.models.chat import TEMPLATES, with_system_folded
+    from tests.families import build_family
+
+    tok = AutoTokenizer.from_pretrained(str(build_family("gemma2", tmp_path)))
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    text, folded = with_system_folded(lambda m: tok.apply_chat_template(m, tokenize=False), chat)
+    assert folded and text == "<bos><start_of_turn>user\nbe brief\n\nhi<end_of_turn>\n"
+    tok.chat_template = TEMPLATES["chatml"]  # a template with a system role renders it as it is
+    text, folded = with_system_folded(lambda m: tok.apply_chat_template(m, tokenize=False), chat)
+    assert not folded and "<|im_start|>system\nbe brief" in text
+    tok.chat_template = TEMPLATES["dialogpt"]
+    with pytest.raises(Exception, match="no system role"):  # folding cannot help a lone system message
+        with_system_folded(lambda m: tok.apply_chat_template(m, tokenize=False), chat[:1])
 
 
 def test_a_jinja_file_is_a_chat_template(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -177,9 +177,9 @@ def test_adapter_dir_refused(tmp_path: Path) -> None:
 
 
 def test_other_architecture_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
-    model = tmp_path / "gpt2ish"
+    model = tmp_path / "falconish"
     shutil.copytree(tiny_model_dir, model)
-    cfg = _hf_config(model) | {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}
+    cfg = _hf_config(model) | {"architectures": ["FalconForCausalLM"], "model_type": "falcon"}
     (model / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(LlmforgeError, match="LlamaForCausalLM"):
         export.export_gguf(model, tmp_path / "out")

@@ -9,6 +9,7 @@ eos ids) read a transformers config and tokenizer the same way for every backend
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -69,6 +70,17 @@ def resolve_max_len(model_limit: int | None, requested: int | None) -> int:
     if length is None:
         raise ConfigError("the model's config names no context length; set max_model_len")
     return length
+
+
+def generation_config(path: str | Path) -> Any:
+    """The model's generation_config.json (its eos list: Gemma's and Llama 3's end-of-turn tokens are there, not in
+    the tokenizer), or None for a directory without one."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(path))
+    except OSError:
+        return None
 
 
 def eos_ids(tokenizer: Any, generation_config: Any) -> frozenset[int]:

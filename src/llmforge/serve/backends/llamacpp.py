@@ -18,7 +18,7 @@ import torch
 
 from llmforge.errors import LlmforgeError, require
 from llmforge.models.reference import ModelRef
-from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, generation_config, resolve_max_len
 
 
 @dataclass
@@ -121,5 +121,5 @@ def load(ref: ModelRef, opts: LoadOptions) -> LlamaCppBackend:
     ctx = lib.llama_init_from_model(model, params)
     if not ctx:
         raise LlmforgeError(f"llama.cpp could not create a context for {path}")
-    return LlamaCppBackend(lib, model, ctx, tokenizer, max_len, rows, eos_ids(tokenizer, None),
+    return LlamaCppBackend(lib, model, ctx, tokenizer, max_len, rows, eos_ids(tokenizer, generation_config(source)),
                            {"path": str(path), "adapter": None, "tokenizer": str(source)})

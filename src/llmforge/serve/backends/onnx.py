@@ -16,7 +16,7 @@ import torch
 from llmforge.errors import LlmforgeError
 from llmforge.models.ort import CONFIG_FILE as ONNX_CONFIG
 from llmforge.serve.backends import kv
-from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, generation_config, resolve_max_len
 
 
 def _layers(present: list[np.ndarray]) -> list[kv.KVLayer]:
@@ -61,7 +61,7 @@ class OnnxBackend:
 
 
 def load(directory: str, opts: LoadOptions) -> OnnxBackend:
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoTokenizer
 
     from llmforge.models.ort import OrtCausalLM
 
@@ -71,10 +71,7 @@ def load(directory: str, opts: LoadOptions) -> OnnxBackend:
     runtime = OrtCausalLM.load(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     config = AutoConfig.from_pretrained(str(path))
-    try:
-        generation = GenerationConfig.from_pretrained(str(path))
-    except OSError:  # an export without generation_config.json: eos comes from the tokenizer alone
-        generation = None
+    generation = generation_config(path)  # None: eos comes from the tokenizer alone
     quant = json.loads((path / ONNX_CONFIG).read_text()).get("quantization")
     max_len = resolve_max_len(context_length(config), opts.max_model_len)
     return OnnxBackend(runtime, tokenizer, max_len, eos_ids(tokenizer, generation),
