@@ -38,7 +38,7 @@ test: install
 	$(call pytest_tier,)
 
 # The real CLI, servers on real sockets, fresh interpreters, multi-process training; offline, CPU.
-test-integration: install
+test-integration: install llama-cpp
 	$(call pytest_tier,-m integration)
 
 # llama.cpp (llama-cpp-python) for the GGUF parity checks and the llamacpp serving backend. pip compiles it from

@@ -41,8 +41,8 @@ def _wait_ready(url: str, key: str, proc: subprocess.Popen[bytes], timeout: floa
 
 def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: int = 10,
                 timeout: float = 120.0, log: Path | None = None, reply_tokens: int = 256) -> dict[str, Any]:
-    """The reply to `prompt` (up to `reply_tokens`), p50 latency of `requests` sequential `max_tokens`-token
-    replies, clean exit."""
+    """The reply to `prompt` (up to `reply_tokens`), the same reply streamed, p50 latency of `requests` sequential
+    `max_tokens`-token replies, clean exit."""
     require("openai", "serve")
     from openai import OpenAI
 
@@ -59,6 +59,10 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
         client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
         reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": prompt}],
                                                max_tokens=reply_tokens, temperature=0)
+        stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=reply_tokens, temperature=0, stream=True)
+        chunks = [c for c in stream if c.choices]
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
         latencies = []
         for _ in range(requests):
             start = time.perf_counter()
@@ -72,6 +76,9 @@ def serve_check(model: str | Path, prompt: str, max_tokens: int = 32, requests: 
             proc.kill()
         out.close()
     return {"prompt": prompt, "reply": reply.choices[0].message.content, "usage": reply.usage.model_dump(),
+            "finish_reason": reply.choices[0].finish_reason, "streamed_reply": streamed,
+            "streamed_finish_reason": next((c.choices[0].finish_reason for c in reversed(chunks)
+                                            if c.choices[0].finish_reason), None),
             "p50_latency_ms": statistics.median(latencies) * 1e3, "latency_requests": requests,
             "latency_tokens": max_tokens, "exit_code": code,
             # uvicorn re-raises SIGTERM once its graceful shutdown has completed, so -SIGTERM is a clean exit too
