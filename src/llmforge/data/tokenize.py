@@ -1,7 +1,17 @@
 """Render examples through the chat template and label exactly the tokens the model should learn.
 
-Chat: the conversation is rendered once; the character span of every assistant turn (its content and the
-end-of-turn token) is found by rendering prefixes, and the spans are tokenized apart from their context.
+Chat: the conversation is rendered once and tokenized whole, exactly as serve tokenizes a rendered prompt (and
+as the model saw its own chats in training): cutting the text at the turns and encoding the pieces apart would
+give SentencePiece tokenizers (Llama 2, Mistral, Phi-3) a `▁` at the head of every piece. The character span of
+every assistant turn is found by rendering prefixes: it runs from the end of the generation prompt (the text
+serve feeds) through the turn's end-of-turn token, i.e. everything the model writes for that turn, including
+template text between the prompt and the content (Mistral v0.3's and Llama 2's space before the answer).
+A token is trained when its characters (the fast tokenizer's offsets) meet a span: a token that straddles a
+span's edge, such as SentencePiece's `▁ok` over that space and the answer's first letters, or a byte-level
+token joining the prompt's last newline to an answer's leading whitespace, is one the model must generate.
+At a turn's end the end-of-turn token is trained and what follows it (the newline after `<|im_end|>`, Phi-3's
+closing eos) is not: those are separate tokens. Where a template ends a turn with plain text instead, a token
+running past the answer's last character is trained with it, for the same reason.
 Labels are aligned with `input_ids` (the model shifts them), so there is no off-by-one to get wrong here.
 Text: every token is trainable, and eos closes the document.
 """
@@ -119,7 +129,9 @@ def render_chat(
         start = full.find(message["content"], len(prefix))
         if start < 0 or start >= len(through):
             raise LlmforgeError("the chat template alters assistant content; cannot label it exactly")
-        spans.append((start, _turn_end(full, start + len(message["content"]), len(through), tokenizer.eos_token)))
+        # from where serve's prompt ends: what the template writes before the content is the model's to write
+        spans.append((len(prefix), _turn_end(full, start + len(message["content"]), len(through),
+                                             tokenizer.eos_token)))
     return Rendered(full, tuple(spans))
 
 
@@ -127,47 +139,66 @@ def render_text(text: str) -> Rendered:
     return Rendered(text, ((0, len(text)),), add_special_tokens=True)
 
 
-def _segments(r: Rendered) -> list[tuple[str, bool]]:
-    """Cut the text at span boundaries: [(context, False), (turn, True), ...], empty pieces left out."""
-    pieces, pos = [], 0
+def _token_at(encoding: Any, chars: range) -> int | None:
+    """The first token holding the first of `chars` that is in a token (a normalizer may drop characters)."""
+    for c in chars:
+        token = encoding.char_to_token(c)
+        if token is not None:
+            return token
+    return None
+
+
+def _labels(ids: list[int], encoding: Any, r: Rendered) -> list[int]:
+    """`ids` where a token holds a character of a span, else IGNORE.
+
+    Offsets only grow along the text, so those tokens are one run per span: from the token holding its first
+    character through the last token holding its last one (a character may take several byte-fallback tokens).
+    Found from the span's ends alone, so labelling costs a few lookups per turn, not a pass over the tokens."""
+    if r.spans == ((0, len(r.text)),):  # train_on_inputs
+        return list(ids)
+    labels = [IGNORE] * len(ids)
     for start, end in r.spans:
-        pieces += [(r.text[pos:start], False), (r.text[start:end], True)]
-        pos = end
-    pieces.append((r.text[pos:], False))
-    return [(text, trained) for text, trained in pieces if text]
+        lo = _token_at(encoding, range(start, end))
+        if lo is None:
+            continue
+        hi = _token_at(encoding, range(end - 1, start - 1, -1)) + 1
+        while hi < len(ids) and (chars := encoding.token_to_chars(hi)) is not None and chars[0] < end:
+            hi += 1
+        labels[lo:hi] = ids[lo:hi]
+    return labels
 
 
-def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> tuple[list[list[int]], list[Any]]:
+    """Ids and the fast tokenizer's encodings (None for a slow one) of `texts`, by the call serve makes."""
     if not texts:
-        return []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # the Rust tokenizer directly: same ids, less per-call overhead
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
-    return tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)["input_ids"]
+        return [], []
+    enc = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False,
+                    return_token_type_ids=False, verbose=False)  # an over-long sample is fit_length's to report
+    return enc["input_ids"], enc.encodings or [None] * len(texts)
 
 
 def tokenize_batch(tokenizer: Any, batch: Sequence[Rendered]) -> list[Tokenized]:
-    """Tokenize rendered samples in one fast-tokenizer call.
+    """Tokenize rendered samples in one tokenizer call per kind, the calls serve makes for a prompt.
 
-    Each trainable span is tokenized on its own, as generation produces it after the rendered prompt, so
-    no token straddles a prompt/answer boundary. Text samples get the tokenizer's special tokens and eos.
+    A chat is tokenized whole, without special tokens (the template writes bos itself); its labels are the
+    tokens that hold characters of its spans (see the module doc). Text samples get the tokenizer's special
+    tokens and eos, and are trained whole.
     """
-    pieces = [[] if r.add_special_tokens else _segments(r) for r in batch]
-    flat = [text for sample in pieces for text, _ in sample]
-    plain = _encode(tokenizer, flat, add_special_tokens=False)
-    special = iter(_encode(tokenizer, [r.text for r in batch if r.add_special_tokens], add_special_tokens=True))
-    out, k = [], 0
-    for r, sample in zip(batch, pieces):
+    chats = [r for r in batch if not r.add_special_tokens]
+    if chats and not getattr(tokenizer, "is_fast", False):
+        raise LlmforgeError("preparing chats needs a fast tokenizer (a tokenizer.json): assistant turns are "
+                            "labelled by the character offsets only it gives")
+    chat_ids, encodings = _encode(tokenizer, [r.text for r in chats], add_special_tokens=False)
+    chat = iter(Tokenized(ids, _labels(ids, e, r)) for r, ids, e in zip(chats, chat_ids, encodings))
+    text_ids, _ = _encode(tokenizer, [r.text for r in batch if r.add_special_tokens], add_special_tokens=True)
+    text = iter(ids + [tokenizer.eos_token_id] for ids in text_ids)
+    out = []
+    for r in batch:
         if r.add_special_tokens:
-            ids = list(next(special)) + [tokenizer.eos_token_id]
+            ids = next(text)
             out.append(Tokenized(ids, list(ids)))
-            continue
-        ids, labels = [], []
-        for text, trained in sample:
-            ids += plain[k]
-            labels += plain[k] if trained else [IGNORE] * len(plain[k])
-            k += 1
-        out.append(Tokenized(ids, labels))
+        else:
+            out.append(next(chat))
     return out
 
 
