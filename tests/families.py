@@ -10,9 +10,15 @@ What each family's real tokenizer.json holds (checked against the published file
 - Mistral (v0.1/v0.2) and Llama 2: SentencePiece BPE as tokenizer.json writes it: BPE with byte fallback
   (`<0x00>`..`<0xFF>` in the vocab), a `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, `<s>`
   prepended; `[INST]` template, Mistral's without a system role.
+- Mistral v0.3 (`mistral-v03`, a variant for the GGUF tests, not in FAMILIES): the same BPE with no normalizer and
+  a Metaspace pre-tokenizer (prepend_scheme "first", no split), `[INST]`/`[/INST]` special tokens, and its
+  template's whitespace: `[INST] ` before a user turn, ` ` before an assistant one.
 - Gemma 2: SentencePiece BPE with byte fallback but no `▁` prefix (normalizer `Replace(" ", "▁")` alone), `<bos>`
   prepended, `<eos>` as the tokenizer's eos while turns end with `<end_of_turn>` (generation_config lists both);
   a template that raises on a system message; scaled embeddings, soft-capping, sliding-window layers.
+- Gemma 3 (text, Gemma3ForCausalLM): Gemma 2's tokenizer kind and turn format, but a template that folds a system
+  message into the first user turn itself; per-head q/k RMSNorms, five sliding layers (rope base 10k) to one
+  global (1M), no soft-capping, query_pre_attn_scalar.
 - Phi-3 (mini): Llama 2's SentencePiece tokenizer with `<|user|>`/`<|assistant|>`/`<|end|>` added, no bos;
   eos `<|endoftext|>` closes a conversation after the last `<|end|>`; fused `qkv_proj` and `gate_up_proj`.
 - GPT-2 / DialoGPT: byte-level BPE with the GPT-2 regex (ByteLevel with use_regex), `<|endoftext|>` as bos, eos
@@ -58,6 +64,25 @@ GEMMA2_TEMPLATE = (  # gemma-2-2b-it's tokenizer_config.json
     "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
 )
+GEMMA3_TEMPLATE = (  # gemma-3-1b-it's tokenizer_config.json: a system message is folded into the first user turn
+    "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
+    "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n"
+    "{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n"
+)
 PHI3_TEMPLATE = (  # Phi-3-mini-4k-instruct's tokenizer_config.json
     "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
     "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
@@ -65,7 +90,7 @@ PHI3_TEMPLATE = (  # Phi-3-mini-4k-instruct's tokenizer_config.json
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
-FAMILIES = ("llama3", "qwen2", "mistral", "gemma2", "phi3", "gpt2")
+FAMILIES = ("llama3", "qwen2", "mistral", "gemma2", "gemma3", "phi3", "gpt2")
 
 
 def _byte_level_bpe(regex: str, specials: list[str], vocab_size: int, nfc: bool) -> Tokenizer:
@@ -155,9 +180,34 @@ def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     return fast, MistralForCausalLM(config)
 
 
-def _gemma2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
-    from transformers import Gemma2Config, Gemma2ForCausalLM
+MISTRAL_V03_TEMPLATE = (  # Mistral-7B-Instruct-v0.3's, without its tools and system handling
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] | trim + eos_token }}{% endif %}{% endfor %}"
+)
 
+
+def _mistral_v03(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    raw = json.loads(_sentencepiece_bpe(["<unk>", "<s>", "</s>", "[INST]", "[/INST]"], 700).to_str())
+    raw["normalizer"] = None  # `▁` for spaces, and before the text's start only: Metaspace "first"
+    raw["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    tok = Tokenizer.from_str(json.dumps(raw))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=1024, clean_up_tokenization_spaces=False)
+    fast.chat_template = MISTRAL_V03_TEMPLATE
+    config = MistralConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                           sliding_window=None, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
+                           eos_token_id=fast.eos_token_id)
+    return fast, MistralForCausalLM(config)
+
+
+def _gemma_tokenizer(template: str) -> PreTrainedTokenizerFast:
+    """Gemma 2's and Gemma 3's tokenizer kind: SentencePiece BPE without a `▁` prefix, `<bos>` prepended."""
     tok = _sentencepiece_bpe(["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"], 700,
                              prefix=False)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
@@ -165,13 +215,38 @@ def _gemma2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
                                    pad_token="<pad>", additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
                                    model_max_length=1024, clean_up_tokenization_spaces=False)
-    fast.chat_template = GEMMA2_TEMPLATE
+    fast.chat_template = template
+    return fast
+
+
+def _gemma2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    fast = _gemma_tokenizer(GEMMA2_TEMPLATE)
     config = Gemma2Config(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
                           sliding_window=256, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
                           final_logit_softcapping=30.0, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id,
                           eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<end_of_turn>")])
     return fast, Gemma2ForCausalLM(config)
+
+
+def _gemma3(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    fast = _gemma_tokenizer(GEMMA3_TEMPLATE)
+    # Six layers, so the released pattern shows: five sliding layers (rope base 10k), then a global one (1M)
+    config = Gemma3TextConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=6,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                              sliding_window=256, query_pre_attn_scalar=16, pad_token_id=fast.pad_token_id,
+                              bos_token_id=fast.bos_token_id,
+                              eos_token_id=[fast.eos_token_id, fast.convert_tokens_to_ids("<end_of_turn>")])
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # random norms (they start at zero, i.e. scale 1): an unshifted or dropped one shows
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):  # q_norm and k_norm (per head) too
+                param.normal_(0, 0.3)
+    return fast, model
 
 
 def _phi3(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
@@ -209,8 +284,10 @@ def _gpt2(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     return fast, GPT2LMHeadModel(config)
 
 
-BUILDERS = {"llama3": _llama3, "qwen2": _qwen2, "mistral": _mistral, "gemma2": _gemma2, "phi3": _phi3,
-            "gpt2": _gpt2}
+BUILDERS = {"llama3": _llama3, "qwen2": _qwen2, "mistral": _mistral, "gemma2": _gemma2, "gemma3": _gemma3,
+            "phi3": _phi3, "gpt2": _gpt2}
+
+BUILDERS["mistral-v03"] = _mistral_v03  # a tokenizer variant of a family, for the GGUF tests only
 
 
 def build_family(name: str, root: Path, seed: int = 0) -> Path:

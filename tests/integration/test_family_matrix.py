@@ -26,9 +26,9 @@ from tests.integration.test_cli import cli
 
 PROMPT = "reverse: alpha beta gamma delta"
 END_OF_TURN = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "mistral": "</s>", "gemma2": "<end_of_turn>",
-               "phi3": "<|end|>", "gpt2": "<|endoftext|>"}
-REGISTRY_KEY = {"llama3": "llama", "qwen2": "qwen2", "mistral": "mistral", "gemma2": "gemma2", "phi3": "phi3",
-                "gpt2": "gpt2"}
+               "gemma3": "<end_of_turn>", "phi3": "<|end|>", "gpt2": "<|endoftext|>"}
+REGISTRY_KEY = {"llama3": "llama", "qwen2": "qwen2", "mistral": "mistral", "gemma2": "gemma2", "gemma3": "gemma3",
+                "phi3": "phi3", "gpt2": "gpt2"}
 
 
 def _chats(n: int = 60) -> list[dict]:
@@ -121,7 +121,8 @@ def cell_prepare(life: Lifecycle) -> None:
     report = json.loads((life.root / "prep" / "metrics.json").read_text())
     assert report["records_read"] == 60 and report["records_kept"] >= 55, report  # duplicates dropped, nothing else
     assert set(report["dropped"]) <= {"duplicate"}, report["dropped"]
-    # Gemma 2's template and DialoGPT's turns have no system role: its 20 system messages are folded
+    # Gemma 2's template and DialoGPT's turns have no system role: its 20 system messages are folded (Gemma 3's
+    # template folds them itself)
     assert report["system_folded"] == (20 if life.family in ("gemma2", "gpt2") else 0)
     rows = load_split(life.root / "prep", "train")
     for row in list(rows)[:10]:

@@ -68,8 +68,9 @@ def _gpt2(block: nn.Module) -> list[Group]:
 
 
 GROUPS: dict[str, Callable[[nn.Module], list[Group]]] = {
-    "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama, "gemma2": _gemma2, "phi3": _phi3,
-    "gpt2": _gpt2,
+    "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama, "gemma2": _gemma2,
+    "gemma3_text": _gemma2,  # Gemma 3's q/k norms act on the projections' outputs, which smoothing leaves alone
+    "phi3": _phi3, "gpt2": _gpt2,
 }
 
 

@@ -1,4 +1,4 @@
-"""Export a Hugging Face Llama, Mistral, Qwen2, Gemma 2, Phi-3 or GPT-2 model to GGUF, for llama.cpp and Ollama.
+"""Export a Hugging Face Llama, Mistral, Qwen2, Gemma 2/3, Phi-3 or GPT-2 model to GGUF, for llama.cpp and Ollama.
 
 The glue around PyPI `gguf`'s GGUFWriter: map tensor names, convert each tensor as llama.cpp's graph for its
 architecture reads it (`gguf_arch`), pick a type per tensor, embed the tokenizer (`gguf_vocab`) and the chat
@@ -9,18 +9,22 @@ writes it:
 | family                  | arch   | tensors as llama.cpp's graph reads them    | tokenizer (`tokenizer.ggml.pre`)  |
 |-------------------------|--------|--------------------------------------------|-----------------------------------|
 | Llama, Llama 3, SmolLM2 | llama  | q/k rows permuted (rope NORM)              | gpt2: gpt-2, llama-bpe            |
-| Llama 2, Mistral        | llama  | q/k rows permuted (rope NORM)              | llama (SPM), `▁` prefix           |
+| Llama 2, Mistral        | llama  | q/k rows permuted (rope NORM)              | llama (SPM), `▁` prefix (not v0.3)|
 | Qwen2, Qwen2.5          | qwen2  | as HF's (NEOX), q/k/v biases               | gpt2: qwen2 (NFC: see gguf_vocab) |
 | Gemma 2                 | gemma2 | NEOX, norms + 1, tied, soft-caps, SWA      | llama (SPM), no prefix; eot       |
+| Gemma 3 (text)          | gemma3 | NEOX, norms + 1 (q/k norms too), tied, SWA | llama (SPM), no prefix; eot       |
 | Phi-3 (4k context)      | phi3   | NEOX, fused attn_qkv, ffn_up = [gate; up]  | llama (SPM), `▁` prefix; eot      |
 | GPT-2, DialoGPT         | gpt2   | Conv1D transposed, attn_qkv, position_embd | gpt2: gpt-2; no chat template     |
 
 eot: the end-of-turn token (Gemma's `<end_of_turn>`, Phi-3's `<|end|>`), written as tokenizer.ggml.eot_token_id.
+Mistral v0.3's tokenizer (Metaspace) is written without the prefix: llama.cpp then tokenizes as HF every chat
+prompt, not plain text that begins with a word (see `gguf_vocab`).
 
 Rope scaling (Phi-3's 128k longrope, Llama 3.1's llama3), Qwen2's use_sliding_window, and configs whose math
-llama.cpp would compute differently (gemma2's query_pre_attn_scalar, which llama.cpp derives from the layer count)
-are refused, naming the family and what to use instead. Phi-3's and Mistral v0.1's sliding windows are not applied
-by llama.cpp's phi3/llama graphs (nor by convert_hf_to_gguf's files): results match transformers within the window.
+llama.cpp would compute differently (Gemma 2/3's query_pre_attn_scalar, which llama.cpp derives from the layer count;
+Gemma 3's sliding pattern and local rope base, which its graph fixes at 5:1 and 10k) are refused, naming the family
+and what to use instead. Phi-3's and Mistral v0.1's sliding windows are not applied by llama.cpp's phi3/llama graphs
+(nor by convert_hf_to_gguf's files): results match transformers within the window.
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ def export_gguf(model_dir: Path, out_dir: Path, *, outtype: str = "f16") -> dict
         "tensors": len(plan),
         "tensor_types": dict(Counter(t.qtype for t in plan)),
         "seconds": round(time.perf_counter() - start, 3),
+        # Mistral v0.3's tokenizer: llama.cpp tokenizes as HF only text that begins with a special token (gguf_vocab)
+        "chat_prompts_only": vocab.chat_only,
     }
 
 

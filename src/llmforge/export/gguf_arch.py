@@ -163,6 +163,45 @@ def _read_gemma2(config: dict[str, Any], family: str) -> Hparams:
                    sliding_window=int(config["sliding_window"]))
 
 
+def _read_gemma3(config: dict[str, Any], family: str) -> Hparams:
+    """As convert_hf_to_gguf writes Gemma 3: the global layers' rope base, the window, no soft-caps. llama.cpp's
+    gemma3 graph takes the rest from its own constants (every sixth layer global, local rope base 10k), so a config
+    that differs from them is refused rather than written to compute something else."""
+    rope = _rope(config)
+    local, full = rope.get("sliding_attention"), rope.get("full_attention")
+    if local is None or full is None:  # transformers < 5: flat rope_theta and rope_local_base_freq
+        local = {"rope_theta": config.get("rope_local_base_freq", 10000.0)}
+        full = rope or {"rope_theta": config.get("rope_theta", 1000000.0)}
+    kinds = {str(r.get("rope_type", r.get("type", "default"))) for r in (local, full)}
+    if kinds != {"default"}:
+        raise refuse(family, f"rope scaling ({', '.join(sorted(kinds - {'default'}))}) is not written (only the "
+                     "default rope of the text-only 270M and 1B models)")
+    hp = _decoder(config | {"rope_parameters": full, "tie_word_embeddings": config.get("tie_word_embeddings", True)})
+    if not hp.tied:
+        raise refuse(family, "an untied lm_head is not read (llama.cpp's gemma3 graph uses token_embd)", NO_GGUF)
+    act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
+    if act != "gelu_pytorch_tanh" or config.get("attention_bias") or config.get("use_bidirectional_attention"):
+        raise refuse(family, f"activation '{act}', attention biases or bidirectional attention differ from "
+                     "llama.cpp's gemma3 graph (tanh GELU, no biases, causal)", NO_GGUF)
+    if config.get("attn_logit_softcapping") is not None or config.get("final_logit_softcapping") is not None:
+        raise refuse(family, "llama.cpp's gemma3 graph does not soft-cap (Gemma 3 does not); this config turns "
+                     "soft-capping on", NO_GGUF)
+    pattern = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(hp.n_layers)]
+    if config.get("layer_types", pattern) != pattern or not config.get("sliding_window"):
+        raise refuse(family, "layer_types differ from Gemma 3's five sliding layers to one global, which "
+                     "llama.cpp's gemma3 graph assumes", NO_GGUF)
+    if float(local.get("rope_theta", 10000.0)) != 10000.0:
+        raise refuse(family, f"local rope base {local['rope_theta']} is not the 10000 llama.cpp's gemma3 graph "
+                     "uses for sliding layers", NO_GGUF)
+    # As for Gemma 2, llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden_size / n_heads) for the
+    # 62-layer 27B, instead of reading query_pre_attn_scalar
+    scalar = hp.hidden_size // hp.n_heads if hp.n_layers == 62 else hp.head_dim
+    if config.get("query_pre_attn_scalar", scalar) != scalar:
+        raise refuse(family, f"query_pre_attn_scalar {config['query_pre_attn_scalar']} is not the {scalar} "
+                     f"llama.cpp derives for a {hp.n_layers}-layer model", NO_GGUF)
+    return replace(hp, key_length=hp.head_dim, sliding_window=int(config["sliding_window"]))
+
+
 def _read_phi3(config: dict[str, Any], family: str) -> Hparams:
     rope = _rope(config)
     kind = rope.get("rope_type", rope.get("type", "default"))
@@ -204,6 +243,7 @@ ARCHITECTURES: dict[str, Arch] = {
     "MistralForCausalLM": Arch("LLAMA", "Mistral", _read_llama, rope_permute=True),  # the converter: llama
     "Qwen2ForCausalLM": Arch("QWEN2", "Qwen2", _read_qwen2),
     "Gemma2ForCausalLM": Arch("GEMMA2", "Gemma 2", _read_gemma2, norm_shift=1.0),
+    "Gemma3ForCausalLM": Arch("GEMMA3", "Gemma 3", _read_gemma3, norm_shift=1.0),  # q_norm and k_norm shifted too
     "Phi3ForCausalLM": Arch("PHI3", "Phi-3", _read_phi3),
     "GPT2LMHeadModel": Arch("GPT2", "GPT-2", _read_gpt2, layer_norm=True,
                             conv1d=(".c_attn.weight", ".c_proj.weight", ".c_fc.weight"),

@@ -5,7 +5,16 @@ llama.cpp does not NFC-normalize text: a Qwen2 GGUF tokenizes NFC text as HF doe
 most text is NFC already) differently. A SentencePiece BPE tokenizer.json (byte fallback, `▁` for spaces put in by
 its normalizer, with a `▁` prefix (Llama 2, Mistral, Phi-3) or without (Gemma)) is written without merges:
 llama.cpp merges by score, and the scores follow HF's vocab order, which is its merge order. Other tokenizers
-(Metaspace pre-tokenizers, unknown split regexes) are refused, naming llama.cpp's converter.
+(unknown split regexes, other pre-tokenizers) are refused, naming llama.cpp's converter.
+
+Mistral v0.3's tokenizer.json (no normalizer; a Metaspace pre-tokenizer, prepend_scheme "first") puts `▁` before
+the start of the text only, and not where the text starts with a space; after a special token it puts none
+("[INST] hi": `[INST]` `▁hi`; "[/INST]ok": `[/INST]` `ok`). llama.cpp cannot say that: with add_space_prefix on
+(its default, which convert_hf_to_gguf.py's file keeps) it puts `▁` before the start and after every special token,
+even before a space ("[INST] hi": `[INST]` `▁▁hi`, so every chat prompt differs); with it off, nowhere. Written with
+it off, llama.cpp tokenizes as HF every text that begins with a special token or a space: every chat prompt of a
+template that begins with one (bos, `[INST]`), which export requires of such a tokenizer. Plain text that begins
+otherwise (a word, a newline) loses HF's leading `▁` ("Hello": HF `▁Hello`, llama.cpp `Hello`).
 
 llama.cpp keeps no per-token lstrip/rstrip: it strips the whitespace after special tokens, as Phi-3's
 tokenizer.json asks, only for models whose general.name says phi-3 (`gguf_name` writes the name accordingly).
@@ -55,6 +64,7 @@ class Vocab:
     model: str = "gpt2"  # llama.cpp's tokenizer model: gpt2 (byte-level BPE) or llama (SentencePiece)
     scores: list[float] | None = None  # SentencePiece: a higher score merges first
     add_space_prefix: bool = True  # SentencePiece: `▁` put before the text (not Gemma)
+    chat_only: bool = False  # llama.cpp tokenizes as HF only text that begins with a special token (Mistral v0.3)
     unk_id: int | None = None
     eot_id: int | None = None  # the token that ends a chat turn where it is not eos (Gemma, Phi-3)
     rstrip_specials: bool = False  # special tokens eat the whitespace after them (Phi-3's tokenizer.json)
@@ -68,14 +78,24 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def metaspace_first(tok: dict[str, Any]) -> bool:
+    """Whether a tokenizer.json puts `▁` for spaces as Mistral v0.3's does: no normalizer, a Metaspace
+    pre-tokenizer that prepends `▁` to the first piece of text only, and does not split on it."""
+    pre = tok.get("pre_tokenizer") or {}
+    want = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    return tok.get("normalizer") is None and {k: pre.get(k) for k in want} == want
+
+
 def sentencepiece_prefix(tok: dict[str, Any]) -> bool | None:
     """For a SentencePiece BPE model as tokenizer.json writes it (BPE with byte fallback, spaces replaced by `▁` in
     the normalizer, no pre-tokenizer: what llama.cpp's 'llama' tokenizer does), whether the normalizer also puts a
-    `▁` before the text (Llama 2, Mistral v0.1/v0.2, Phi-3: True; Gemma: False). None for any other tokenizer."""
+    `▁` before the text (Llama 2, Mistral v0.1/v0.2, Phi-3: True; Gemma: False); False for Mistral v0.3's
+    Metaspace (see the module's docstring). None for any other tokenizer."""
     model, norm = tok.get("model", {}), tok.get("normalizer") or {}
-    if (model.get("type") != "BPE" or not model.get("byte_fallback") or model.get("ignore_merges")
-            or tok.get("pre_tokenizer") is not None):
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or model.get("ignore_merges"):
         return None
+    if tok.get("pre_tokenizer") is not None:
+        return False if metaspace_first(tok) else None
     steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm]
     kinds = [(n.get("type"), n.get("prepend") or (n.get("pattern") or {}).get("String"), n.get("content"))
              for n in steps]
@@ -127,10 +147,13 @@ def read_vocab(model_dir: Path, vocab_size: int, family: str) -> Vocab:
                                       for k in ("bos", "eos", "unk", "pad"))
     add_bos, add_eos = _adds_specials(tok_path, bos_id, eos_id)
     template = _chat_template(model_dir, tok_config)
+    chat_only = metaspace_first(tok)
+    if chat_only:
+        _require_special_start(template, tokens, types, bos_id, eos_id, tok_path, family)
     common: dict[str, Any] = dict(
         bos_id=bos_id, eos_id=eos_id, unk_id=unk_id, pad_id=pad_id, add_bos=add_bos, add_eos=add_eos,
         chat_template=template, eot_id=_end_of_turn(template, tokens, types, eos_id),
-        rstrip_specials=_rstrips(tok, tokens, types, tok_path, family))
+        rstrip_specials=_rstrips(tok, tokens, types, tok_path, family), chat_only=chat_only)
     if prefix is None:
         merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
         return Vocab(tokens, types, merges, pre=pre, **common)
@@ -210,24 +233,52 @@ def _chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def render_user_turn(chat_template: str, eos_token: str) -> str | None:
-    """The HF template rendered for one user message whose content is `USER_TURN` (no bos: it is not text the
-    template chooses), or None where the template cannot render that."""
+def render_user_turn(chat_template: str, eos_token: str, bos_token: str = "") -> str | None:
+    """The HF template rendered for one user message whose content is `USER_TURN` (no bos unless given: it is not
+    text the template chooses), or None where the template cannot render that."""
+    return _render(chat_template, [{"role": "user", "content": USER_TURN}], eos_token, bos_token)
+
+
+def _render(chat_template: str, messages: list[dict[str, str]], eos_token: str, bos_token: str = "") -> str | None:
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     try:
         return _compile_jinja_template(chat_template).render(
-            messages=[{"role": "user", "content": USER_TURN}], add_generation_prompt=False, bos_token="",
-            eos_token=eos_token)
+            messages=messages, add_generation_prompt=False, bos_token=bos_token, eos_token=eos_token)
     except Exception:  # a template may insist on a system turn, tools, dates ...: then there is nothing to read
         return None
 
 
+def _require_special_start(template: str | None, tokens: list[str], types: list[int], bos_id: int | None,
+                           eos_id: int | None, where: Path, family: str) -> None:
+    """Refuse a Metaspace-"first" tokenizer (Mistral v0.3's) unless its chat prompts begin with a special token,
+    the text llama.cpp tokenizes as HF does (see the module's docstring)."""
+    bos, eos = (tokens[i] if i is not None else "" for i in (bos_id, eos_id))
+    text = render_user_turn(template, eos, bos) if template else None
+    token_type = require("gguf", "gguf").TokenType
+    added = (int(token_type.CONTROL), int(token_type.USER_DEFINED))
+    if text and any(text.startswith(t) for t, kind in zip(tokens, types) if kind in added):
+        return
+    if not template:
+        why = "it has no chat template"
+    elif text is None:
+        why = "its chat template cannot be rendered for one user turn"
+    else:
+        why = f"its chat template begins with text: {text.split(USER_TURN)[0][:40]!r}"
+    raise LlmforgeError(
+        f"{where}: GGUF export of {family} models: this tokenizer puts `▁` before the start of the text only "
+        "(Metaspace, prepend_scheme 'first', as Mistral v0.3's), which llama.cpp tokenizes alike only for text "
+        f"that begins with a special token, as chat prompts do; {why}. Give the tokenizer a chat template that "
+        "begins with bos or a special token (chat_template.jinja), or export ONNX (-f onnx)")
+
+
 def _end_of_turn(template: str | None, tokens: list[str], types: list[int], eos_id: int | None) -> int | None:
-    """The added token a chat template writes right after a message's content, where it is not eos: Gemma's
-    `<end_of_turn>`, Phi-3's `<|end|>` (llama.cpp ends generation there, as transformers' generation_config does)."""
+    """The added token a chat template writes right after an assistant message's content, where it is not eos:
+    Gemma's `<end_of_turn>`, Phi-3's `<|end|>` (llama.cpp ends generation there, as transformers'
+    generation_config does); not Mistral v0.3's `[/INST]`, which ends a user turn only."""
     eos = tokens[eos_id] if eos_id is not None else ""
-    text = render_user_turn(template, eos) if template else None
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": USER_TURN}]
+    text = (_render(template, turns, eos) or render_user_turn(template, eos)) if template else None
     if not text or USER_TURN not in text:
         return None
     after = text.split(USER_TURN, 1)[1]

@@ -112,8 +112,10 @@ def _onnx_parity(ref: Reference, directory: Path, n_tokens: int, threads: int | 
     }
 
 
-def _gguf_parity(ref: Reference, path: Path, fmt: str, n_tokens: int, threads: int | None) -> dict[str, Any]:
-    """Read back with gguf's reader; with llama-cpp-python installed, also logits, greedy and tokenization."""
+def _gguf_parity(ref: Reference, path: Path, fmt: str, n_tokens: int, threads: int | None,
+                 chat_only: bool = False) -> dict[str, Any]:
+    """Read back with gguf's reader; with llama-cpp-python installed, also logits, greedy and tokenization (of the
+    parity texts as chat prompts where llama.cpp tokenizes only those as HF: `chat_only`, Mistral v0.3's)."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
@@ -145,11 +147,23 @@ def _gguf_parity(ref: Reference, path: Path, fmt: str, n_tokens: int, threads: i
 
         result.update(parity.logits_parity(ref.logits, logits, ref.prompts))
         result.update(parity.greedy_parity(ref.generate, generate, ref.prompts, n_tokens))
-        result.update(parity.tokenization_parity(
-            ref.encode, lambda t: llm.tokenize(t.encode(), add_bos=True, special=True)))
+        if chat_only:
+            result.update(parity.tokenization_parity(
+                lambda t: ref.tokenizer(t, add_special_tokens=False)["input_ids"],
+                lambda t: llm.tokenize(t.encode(), add_bos=False, special=True), _as_chat(ref.tokenizer)))
+            result["tokenization_texts"] = "chat prompts"
+        else:
+            result.update(parity.tokenization_parity(
+                ref.encode, lambda t: llm.tokenize(t.encode(), add_bos=True, special=True)))
     finally:
         llm.close()
     return result
+
+
+def _as_chat(tokenizer: Any) -> list[str]:
+    """The parity texts as the user turn of a chat prompt, rendered by the tokenizer's template (it writes bos)."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                          add_generation_prompt=True) for text in parity.PARITY_TEXTS]
 
 
 def _calibration(cfg: ExportConfig) -> list[list[int]]:
@@ -185,7 +199,8 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
         facts = export_gguf(model_dir, run.file(fmt), outtype=fmt.removeprefix("gguf-"))
         path = Path(facts["path"])
         return {"path": str(path.relative_to(run.staging)), "bytes": facts["bytes"],
-                "tensor_types": facts["tensor_types"], **_gguf_parity(ref, path, fmt, n, threads)}
+                "tensor_types": facts["tensor_types"],
+                **_gguf_parity(ref, path, fmt, n, threads, facts["chat_prompts_only"])}
     from llmforge.export.tensorrt import build_engine
 
     facts = build_engine(onnx_dir, run.file(fmt), precision=fmt.removeprefix("tensorrt-"))

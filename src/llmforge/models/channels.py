@@ -52,9 +52,10 @@ PHI3 = Layout(blocks="model.layers", mlp="mlp", mlp_in=(("gate_up_proj", 2),), m
               attn="self_attn", qkv=(("qkv_proj", "qkv"),), attn_out="o_proj")
 GPT2 = Layout(blocks="transformer.h", mlp="mlp", mlp_in=(("c_fc", 1),), mlp_out="c_proj", attn="attn",
               qkv=(("c_attn", "qkv"),), attn_out="c_proj", width="n_inner", head_config=False)
-# model_type -> layout. Qwen2's q/k/v biases and Gemma 2's extra norms and soft-capping fit Llama's layout.
+# model_type -> layout. Qwen2's q/k/v biases, Gemma 2's extra norms and soft-capping and Gemma 3's q/k norms (one
+# (head_dim,) weight shared by every head, so fewer heads leave it as it is) fit Llama's layout.
 LAYOUTS: dict[str, Layout] = {"llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "qwen3": LLAMA, "gemma2": LLAMA,
-                              "phi3": PHI3, "gpt2": GPT2}
+                              "gemma3_text": LLAMA, "phi3": PHI3, "gpt2": GPT2}
 
 
 def layout_of(config: object, stage: str, advice: str = "") -> Layout:

@@ -45,10 +45,15 @@ FAMILIES = (
            "biases on q/k/v; NFC normalizer; a default system prompt in its template"),
     Family("mistral", "Mistral", ("MistralForCausalLM",), "mistral",
            "SentencePiece BPE with byte fallback and a `▁` prefix; no system role (folded into the first turn)",
-           limits={"gguf": "v0.1/v0.2 tokenizers; v0.3's Metaspace one is refused"}),
+           limits={"gguf": "v0.3's Metaspace tokenizer: as HF on chat prompts; plain text that begins with "
+                           "a word loses its leading `▁` in llama.cpp"}),
     Family("gemma2", "Gemma 2", ("Gemma2ForCausalLM",), "gemma",
            "SentencePiece without a prefix; no system role (folded); soft-capping, sliding window, extra norms; "
            "turns end with `<end_of_turn>`, not eos"),
+    Family("gemma3", "Gemma 3 (text)", ("Gemma3ForCausalLM",), "gemma",
+           "Gemma 2's tokenizer and turns, its template folding a system message itself; per-head q/k norms; five "
+           "sliding layers (rope base 10k) to one global (1M); no soft-capping",
+           limits={"gguf": "the released 5:1 sliding pattern and 10k local rope base; rope scaling is refused"}),
     Family("phi3", "Phi-3", ("Phi3ForCausalLM",), "phi-3",
            "fused `qkv_proj` and `gate_up_proj`; eos closes a conversation after `<|end|>`",
            limits={"gguf": "4k/8k context; the 128k longrope variants are refused"}),

@@ -361,3 +361,72 @@ def test_dialogpt_template_gets_the_eos_separated_modelfile(family_dirs: dict[st
                                                    "{% endfor %}")
     text = Path(export.export_gguf(model_dir, tmp_path / "out", outtype="f16")["modelfile"]).read_text()
     assert 'TEMPLATE """{{- range .Messages }}{{ .Content }}<|endoftext|>{{ end }}"""' in text
+
+
+# ------------------------------------------------------------------ Mistral v0.3: Metaspace, prepend_scheme "first"
+V03_CONTENTS = [*TEXTS, "[INST] inner [/INST] and </s> too", "  two leading", "trailing  ", "a\n\n b \t c",
+                "multiple   inner    spaces", "\n", " ", "▁already", "Größe ĳ 🙂 日本語のテキスト"]
+
+
+@pytest.fixture(scope="module")
+def v03_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_family("mistral-v03", tmp_path_factory.mktemp("v03"))
+
+
+def _v03_chats(tok: Any) -> list[str]:
+    """Each content as a user turn, and as both turns of a two-round conversation: what runtimes render."""
+    chats = []
+    for content in V03_CONTENTS:
+        one = [{"role": "user", "content": content}]
+        two = [*one, {"role": "assistant", "content": content or "ok"}, {"role": "user", "content": " x " + content}]
+        chats += [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in (one, two)]
+    return chats
+
+
+def test_mistral_v03_written_without_the_prefix_for_chat_prompts(v03_dir: Path, family_dirs: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    facts = export.export_gguf(v03_dir, tmp_path, outtype="f32")
+    reader = _reader(facts["path"])
+    assert _field(reader, "tokenizer.ggml.model") == "llama" and "tokenizer.ggml.pre" not in reader.fields
+    # `▁` after no special token (HF's Metaspace "first"), not after each (llama.cpp's default, the converter's)
+    assert _field(reader, "tokenizer.ggml.add_space_prefix") is False
+    assert "tokenizer.ggml.eot_token_id" not in reader.fields  # `[/INST]` ends a user turn, not the assistant's
+    assert facts["chat_prompts_only"] is True
+    assert export.export_gguf(family_dirs["mistral"], tmp_path / "v01", outtype="f32")["chat_prompts_only"] is False
+
+
+def test_llama_cpp_tokenizes_mistral_v03_chat_prompts_as_hf(v03_dir: Path, tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(v03_dir))
+    llm = llama_cpp.Llama(export.export_gguf(v03_dir, tmp_path, outtype="f32")["path"], vocab_only=True,
+                          verbose=False)
+    for chat in _v03_chats(tok):  # the template writes <s> itself
+        assert llm.tokenize(chat.encode(), add_bos=False, special=True) == tok(chat, add_special_tokens=False)[
+            "input_ids"], chat
+    specials = ("<s>", "</s>", "[INST]", "[/INST]")
+    for text in [t for t in V03_CONTENTS if t.startswith((" ", "▁", *specials))]:  # not "\n": HF puts `▁` there
+        assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok(text)["input_ids"], text
+    # The divergence left: plain text that begins with a word has HF's `▁` before it, llama.cpp's not
+    hf, cpp = tok("Hello")["input_ids"], llm.tokenize(b"Hello", add_bos=True, special=True)
+    assert tok.convert_ids_to_tokens(hf)[1].startswith("▁") and hf[1:] != cpp[1:] and hf[0] == cpp[0]
+    llm.close()
+
+
+@pytest.mark.parametrize(("template", "match"), [
+    ("{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}", "begins with text: 'User: '"),
+    (None, "no chat template"),
+])
+def test_mistral_v03_refused_where_chat_prompts_begin_with_text(template: str | None, match: str, v03_dir: Path,
+                                                                tmp_path: Path) -> None:
+    model_dir = _copy(v03_dir, tmp_path / "v03")
+    (model_dir / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    if template is not None:
+        (model_dir / "chat_template.jinja").write_text(template)
+    with pytest.raises(LlmforgeError, match=f"Mistral models.*Metaspace.*{match}.*ONNX"):
+        export.export_gguf(model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
