@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,33 +79,44 @@ def _short(r: dict[str, Any]) -> dict[str, Any]:
             "e2e_ms": _ms(r["e2e_s"])}
 
 
-def measure(url: str, stream_too: bool, key: str | None) -> dict[str, Any]:
+def measure(url: str, stream_too: bool, key: str | None, requests: int = REQUESTS, single: int = SINGLE,
+            clients: int = CLIENTS) -> dict[str, Any]:
     from llmforge.serve.loadtest import loadtest
 
     loadtest(url, requests=8, concurrency=4, max_tokens=TOKENS, stream=False, api_key=key)  # warm-up
-    out = {"concurrent": _short(loadtest(url, requests=REQUESTS, concurrency=CLIENTS, max_tokens=TOKENS,
+    out = {"concurrent": _short(loadtest(url, requests=requests, concurrency=clients, max_tokens=TOKENS,
                                          stream=False, api_key=key)),
-           "single": _short(loadtest(url, requests=SINGLE, concurrency=1, max_tokens=TOKENS, stream=False,
+           "single": _short(loadtest(url, requests=single, concurrency=1, max_tokens=TOKENS, stream=False,
                                      api_key=key))}
     if stream_too:
-        out["concurrent_streaming"] = _short(loadtest(url, requests=REQUESTS, concurrency=CLIENTS, max_tokens=TOKENS,
+        out["concurrent_streaming"] = _short(loadtest(url, requests=requests, concurrency=clients, max_tokens=TOKENS,
                                                       stream=True, api_key=key))
     return out
 
 
-def run(name: str, cmd: list[str], port: int, ready: str, key: str | None) -> dict[str, Any]:
+@contextmanager
+def started(cmd: list[str], port: int, ready: str, key: str | None, log: Path | None = None) -> Iterator[str]:
+    """A server process, ready (GET `ready` answers 200); yields its URL and terminates it on exit."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if key:
         env["LLMFORGE_API_KEY"] = key
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = log.open("w") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait(url, ready, proc, key)
-        print(f"== {name}", flush=True)
-        return measure(url, name == "llmforge", key)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        if log:
+            out.close()
+
+
+def run(name: str, cmd: list[str], port: int, ready: str, key: str | None) -> dict[str, Any]:
+    with started(cmd, port, ready, key) as url:
+        print(f"== {name}", flush=True)
+        return measure(url, name == "llmforge", key)
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ def seed_text(record: dict) -> tuple[str, str]:
     return f"### Instruction:\n{record['input']}\n\n### Response:\n", record["output"]
 
 
-def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir: Path) -> dict:
+def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir: Path, base: str = "demo",
+                lr: float = LR) -> dict:
+    """The seed's recipe on `base` (a reference: 'demo', a preset, a dir), fp32; timed as trainer.train()."""
+    import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import (
@@ -38,17 +41,19 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
     )
 
     from llmforge.metrics.score import score
-    from llmforge.models.reference import DEMO_DIR
+    from llmforge.models.reference import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(str(DEMO_DIR))
-    model = AutoModelForCausalLM.from_pretrained(str(DEMO_DIR))
+    begin = time.perf_counter()
+    path = resolve_model(base).path
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=DROPOUT,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
     texts = ["".join(seed_text(r)) + tokenizer.eos_token for r in records]
     enc = tokenizer(texts, truncation=True, padding="max_length", max_length=max_length)
     train_set = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
     real_tokens = sum(sum(m) for m in enc["attention_mask"])
-    args = TrainingArguments(output_dir=str(workdir / "seed"), num_train_epochs=EPOCHS, learning_rate=LR,
+    args = TrainingArguments(output_dir=str(workdir / "seed"), num_train_epochs=EPOCHS, learning_rate=lr,
                              per_device_train_batch_size=BATCH, lr_scheduler_type="cosine", warmup_steps=0.05,
                              logging_steps=50, save_strategy="no", report_to="none", seed=0, use_cpu=True,
                              disable_tqdm=True)
@@ -57,6 +62,7 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    total = time.perf_counter() - begin
     model.eval()
     rows = []
     for r in test:  # responses scored in the seed's own prompt format
@@ -66,10 +72,13 @@ def seed_recipe(records: list[dict], test: list[dict], max_length: int, workdir:
         rows.append({"input_ids": p_ids + a_ids, "labels": [-100] * len(p_ids) + a_ids})
     held_out = score(model, Dataset.from_list(rows), batch_size=16)
     return {"seconds": seconds, "real_tokens": real_tokens * EPOCHS, "processed_tokens": len(texts) * max_length * EPOCHS,
-            "held_out_response_loss": held_out["loss"], "held_out_tokens": held_out["tokens"]}
+            "held_out_response_loss": held_out["loss"], "held_out_tokens": held_out["tokens"],
+            "steps": trainer.state.global_step, "total_seconds": total}
 
 
-def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path) -> dict:
+def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path, base: str = "demo",
+                    lr: float = LR) -> dict:
+    """llmforge's prepare + train (its defaults but the shared settings) on `base`; timed as its train loop."""
     from llmforge.config import LoraOptions, ModelConfig, TrainOptions
     from llmforge.data.config import DataConfig, SplitConfig
     from llmforge.eval.config import EvalConfig, EvalOptions
@@ -79,21 +88,27 @@ def llmforge_recipe(data: Path, test_count: int, max_length: int, workdir: Path)
     from llmforge.train.config import TrainConfig
     from llmforge.train.runner import train
 
-    prepared = prepare(PrepareConfig(model=ModelConfig(name_or_path="demo"),
+    begin = time.perf_counter()
+    prepared = prepare(PrepareConfig(model=ModelConfig(name_or_path=base),
                                      data=DataConfig(path=[str(data)], max_length=max_length, overlong="truncate",
                                                      split=SplitConfig(column="split")),
                                      output_dir=workdir / "prepared"))
-    options = TrainOptions(method="lora", epochs=EPOCHS, learning_rate=LR, batch_size=BATCH, warmup_ratio=0.05,
+    options = TrainOptions(method="lora", epochs=EPOCHS, learning_rate=lr, batch_size=BATCH, warmup_ratio=0.05,
                            lora=LoraOptions(r=R, alpha=ALPHA, dropout=DROPOUT))
-    result = train(TrainConfig(model=ModelConfig(name_or_path="demo"), data=prepared.output_dir, train=options,
+    result = train(TrainConfig(model=ModelConfig(name_or_path=base), data=prepared.output_dir, train=options,
                                output_dir=workdir / "llmforge"))
+    total = time.perf_counter() - begin
+    curve = json.loads((workdir / "llmforge" / "loss_curve.json").read_text())  # Trainer's log history
+    in_loop_eval = sum(h.get("eval_runtime", 0.0) for h in curve)  # validation inside trainer.train()
     held_out = evaluate(EvalConfig(model=ModelConfig(name_or_path=str(workdir / "llmforge")),
                                    data=prepared.output_dir, eval=EvalOptions(split="test", batch_size=16,
                                                                               max_samples=test_count),
                                    output_dir=workdir / "llmforge-eval")).metrics
     return {"seconds": result.metrics["train_runtime_seconds"], "real_tokens": result.metrics["train_tokens"],
             "processed_tokens": result.metrics["train_tokens"], "held_out_response_loss": held_out["loss"],
-            "held_out_tokens": held_out["tokens"]}
+            "held_out_tokens": held_out["tokens"], "steps": result.metrics["train_steps"], "total_seconds": total,
+            "validation_seconds_in_train": in_loop_eval,
+            "peak_memory_bytes": result.metrics.get("peak_memory_bytes")}
 
 
 def main() -> None:

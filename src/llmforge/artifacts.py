@@ -1,7 +1,7 @@
 """The one place that writes run directories.
 
 A run directory explains itself: `config.yaml` (resolved config), `manifest.json` (kind, command, parents,
-dataset fingerprint, package versions, git sha, sha256 of every file) and `metrics.json`.
+dataset fingerprint, package versions, the machine's CPU, git sha, sha256 of every file) and `metrics.json`.
 Everything is written into `<dir>.partial/` and renamed into place only when complete, so a crash never
 leaves a directory that looks finished.
 """
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from llmforge import __version__
 from llmforge.errors import LlmforgeError
+from llmforge.machine import machine
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -190,6 +191,7 @@ class RunDir:
             "parents": self.parents,
             "dataset_fingerprint": self.dataset_fingerprint,
             "versions": package_versions(),
+            "machine": machine(),  # numbers in metrics.json are this CPU's: which flags, how many cores
             "git_sha": git_sha(),
             **self.extra,
             "files": files,

@@ -36,7 +36,8 @@ class ModelConfig(Section):
         False, description="Run Python code shipped with the model. Off by default: it executes remote code."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; 'auto' is float32 on CPU and bfloat16 on a GPU that supports it."
+        "auto", description="Weights dtype; 'auto' is bfloat16 on a GPU that supports it, else float32 (training "
+        "autocasts over fp32 weights: train.precision); the server also picks bfloat16 on a CPU with native bf16."
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; 'auto' lets transformers pick the best one the architecture supports "
@@ -105,15 +106,23 @@ class TrainOptions(Section):
         description="Trackers to log to (offline-capable: wandb offline mode, mlflow sqlite, tensorboard, trackio). "
         "Metrics and a loss-curve PNG are always in the run directory.",
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30% slower.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute each layer's activations in the backward pass: a fraction of the memory for "
+        "one more forward pass per step (~+50% time for LoRA, ~+33% for full). auto: on where the activations would "
+        "exceed a quarter of the machine's memory, and for qlora.",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 (or fp16) on a GPU, fp32 on CPU, where bf16 is ~60x slower."
+        "auto", description="auto: bf16 (or fp16) on a GPU; on a CPU bf16 autocast over fp32 weights where it has "
+        "AMX-BF16 or avx512_bf16 (measured faster, same held-out loss), fp32 where it has neither (bf16 is emulated "
+        "there, far slower). `llmforge doctor` shows the choice; the run's metrics.json records it and why.",
     )
     logging_steps: int = Field(10, ge=1)
     seed: int = Field(0)
     shuffle: bool = Field(True, description="Shuffle the training data each epoch (False: file order).")
     merge: bool = Field(False, description="Also save the LoRA adapter merged into the base model.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (default: the cores this process may use, shared among "
+        "--nproc processes).")
     lora: LoraOptions = Field(default_factory=LoraOptions)
     distill: DistillOptions = Field(default_factory=DistillOptions)
 

@@ -423,6 +423,7 @@ def show_loadtest(report: dict[str, Any]) -> None:
 def show_doctor(report: dict[str, Any]) -> None:
     show(table("versions", [{"package": k, "version": v or "not installed"} for k, v in report["versions"].items()]))
     show(table("devices", [{"": k, "value": v} for k, v in report["devices"].items()]))
+    show(table("what 'auto' picks here", [{"": k, "value": v} for k, v in report["auto"].items()]))
     show(table("extras", [{"extra": k, "installed": "yes" if v else f"no: pip install 'llmforge[{k}]'"}
                           for k, v in report["extras"].items()]))
 
@@ -443,6 +444,8 @@ def show_estimate(est: dict[str, Any]) -> None:
     rows = [
         {"": "parameters (total / trainable)", "value": f"{est['total_parameters']:,} / {est['trainable_parameters']:,}"},
         *({"": f"memory: {k}", "value": f"{v / 2**20:,.1f} MiB"} for k, v in mem.items()),
+        {"": f"gradient checkpointing (largest batch: {est['longest_sample_tokens']} tokens per sample)",
+         "value": "on" if est["gradient_checkpointing"] else "off"},
         {"": "steps per epoch", "value": est["steps_per_epoch"]},
         {"": f"time per step (median of {est['measured_steps']} measured)", "value": f"{est['seconds_per_step']:.2f} s"},
         {"": "time per epoch (estimate)", "value": f"{est['seconds_per_epoch'] / 60:.1f} min"},

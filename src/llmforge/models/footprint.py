@@ -6,9 +6,9 @@ are stored (int8 weights and their scales, tied weights once).
 
 One set of formulas for `llmforge train --dry-run` (which counts a loaded model's parameters) and
 `llmforge models` (which counts them on PyTorch's meta device): weights as stored; gradients for trainable weights
-at their dtype; AdamW's two fp32 moments (8 bytes) per trainable weight; activations per layer from Korthikanti
-et al. 2022, s*b*h*(34 + 5*a*s/h) bytes at 2 bytes/value (doubled for fp32), or s*b*h*2 per layer with gradient
-checkpointing (layer inputs only). Inference adds the KV cache: 2 x layers x kv heads x head dim per token.
+at their dtype; AdamW's two fp32 moments (8 bytes) per trainable weight; activations as measured per Llama layer
+(`activation_bytes`); with gradient checkpointing, each layer's input plus one layer recomputed at a time.
+Inference adds the KV cache: 2 x layers x kv heads x head dim per token.
 """
 
 from __future__ import annotations
@@ -17,29 +17,54 @@ from pathlib import Path
 from typing import Any
 
 LORA_RANK = 16  # llmforge's default (config.LoraOptions.r), on every linear layer but the output head
+LORA_DROPOUT = 0.05  # llmforge's default (config.LoraOptions.dropout)
 BF16_BYTES = 2
 ADAPTER_BYTES = 4  # peft keeps adapter weights in fp32 over a bf16 base (autocast_adapter_dtype)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt", ".engine")
 
 
-def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, checkpointing: bool) -> int:
-    s, b, h = tokens_per_seq, batch, config.hidden_size
-    a, layers = config.num_attention_heads, config.num_hidden_layers
-    per_layer = s * b * h * 2 if checkpointing else s * b * h * (34 + 5 * a * s / h)
-    return int(per_layer * layers * (2 if fp32 else 1))
+def activation_bytes(config: Any, tokens_per_seq: int, batch: int, fp32: bool, checkpointing: bool, *,
+                     lora_rank: int | None = None, lora_dropout: float = 0.0, padded: bool = False) -> int:
+    """Bytes autograd keeps for the backward pass. Values per token and layer, counted with saved_tensors_hooks on
+    Llama layers in fp32 (torch 2.13, SDPA; fitted over widths, depths and lengths to within a few values):
+    6h + 2kv + 4I (norms, q/k/v after rotary, attention output, the gated MLP's three I-wide tensors); full
+    fine-tuning adds 2h (linear inputs kept for weight gradients), LoRA 7r instead (each adapter's rank-r input);
+    LoRA dropout adds 10h + I (a float mask and a dropped copy of each adapter's input); a padding mask adds about
+    T + h. Attention never holds a T x T matrix (SDPA's fused kernels), so the cost is linear in T."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    inter = getattr(config, "intermediate_size", None) or 4 * h  # GPT-2: n_inner, None meaning 4h
+    kv = kv_width(config)
+    per_token = 6 * h + 2 * kv + 4 * inter + (7 * lora_rank if lora_rank else 2 * h)
+    if lora_rank and lora_dropout:
+        per_token += 10 * h + inter
+    if padded:
+        per_token += tokens_per_seq + h
+    width = 4 if fp32 else BF16_BYTES
+    tokens = tokens_per_seq * batch
+    layer = per_token * tokens * width
+    if checkpointing:  # each layer's input is kept; the backward pass recomputes one layer at a time
+        return int(layers * h * tokens * width + layer)
+    return int(layers * layer)
 
 
-def training_memory(weight_bytes: int, trainable: int, trainable_bytes: int, activations: int) -> dict[str, int]:
-    """Bytes by part, and their total: weights, gradients, optimizer (AdamW), activations."""
+def kv_width(config: Any) -> int:
+    """Values per token of a layer's keys (or values): kv heads x head dim."""
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return int(kv_heads * head_dim)
+
+
+def training_memory(weight_bytes: int, trainable: int, trainable_bytes: int, activations: int,
+                    **more: int) -> dict[str, int]:
+    """Bytes by part, and their total: weights, gradients, optimizer (AdamW), activations, and any `more` parts
+    (the dry run adds the loss's logits and the process's own runtime)."""
     parts = {"weights": weight_bytes, "gradients": trainable_bytes, "optimizer": trainable * 8,
-             "activations": activations}
+             "activations": activations, **more}
     return {**parts, "total": sum(parts.values())}
 
 
 def kv_cache_bytes(config: Any, tokens: int, batch: int, bytes_per_value: int = BF16_BYTES) -> int:
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * tokens * batch * bytes_per_value
+    return 2 * config.num_hidden_layers * kv_width(config) * tokens * batch * bytes_per_value
 
 
 def lora_parameters(model: Any, rank: int = LORA_RANK) -> int:
@@ -68,9 +93,11 @@ def config_footprint(config: Any, *, seq_len: int = 512, batch: int = 1) -> dict
     params = sum(p.numel() for p in model.parameters())  # tied weights are one Parameter: counted once
     adapters = lora_parameters(model)
     activations = activation_bytes(config, seq_len, batch, fp32=False, checkpointing=False)
+    lora_activations = activation_bytes(config, seq_len, batch, fp32=False, checkpointing=False,
+                                        lora_rank=LORA_RANK, lora_dropout=LORA_DROPOUT)
     weights = params * BF16_BYTES
     full = training_memory(weights, params, params * BF16_BYTES, activations)
-    lora = training_memory(weights + adapters * ADAPTER_BYTES, adapters, adapters * ADAPTER_BYTES, activations)
+    lora = training_memory(weights + adapters * ADAPTER_BYTES, adapters, adapters * ADAPTER_BYTES, lora_activations)
     return {
         "parameters": params,
         "lora_parameters": adapters,

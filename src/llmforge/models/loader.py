@@ -16,19 +16,24 @@ from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models import int8
 from llmforge.models.chat import TEMPLATES
+from llmforge.models.cpu import precision_for
 from llmforge.models.families import family_of_dir
 from llmforge.models.reference import ModelRef, resolve_model
 
 log = logging.getLogger("llmforge")
 
 
-def default_dtype(requested: str, device: torch.device) -> torch.dtype:
+def default_dtype(requested: str, device: torch.device, inference: bool = False) -> torch.dtype:
+    """The weights' dtype. 'auto' follows `llmforge.models.cpu`'s rule: bf16 where the device computes it natively
+    (a GPU that supports it; for `inference`, also a CPU with AMX-BF16 or avx512_bf16), else fp32. Stages that
+    train, compress, export or evaluate keep fp32 weights on a CPU: training autocasts to bf16 over them (fp32
+    master weights), and the others measure or write the model itself, not a bf16 copy of it."""
     if requested != "auto":
         return getattr(torch, requested)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    choice = precision_for("auto", device)
+    if choice.name == "bf16" and (device.type == "cuda" or inference):
         return torch.bfloat16
-    # A CPU without native bf16 (AVX2-only EPYC, torch 2.13) ran bf16 matmuls ~60x slower than fp32: fp32 on CPU.
-    return torch.float32
+    return torch.float32  # fp16 weights (a GPU without bf16) overflow too easily to be a default
 
 
 def default_device() -> torch.device:
@@ -95,10 +100,11 @@ def _family_template(tokenizer: Any, model_path: str) -> None:
 
 def load_model(
     cfg: ModelConfig, device: torch.device | None = None, *, merge_adapter: bool = False,
-    quantization_config: Any = None, ref: ModelRef | None = None,
+    quantization_config: Any = None, ref: ModelRef | None = None, inference: bool = False,
 ) -> tuple[Any, Any]:
     """Return (model, tokenizer) in eval mode on `device`. An adapter run loads as a PeftModel (merged with
-    `merge_adapter`). `ref`: `cfg.name_or_path` already resolved (`llmforge.models.reference.resolve_model`)."""
+    `merge_adapter`). `ref`: `cfg.name_or_path` already resolved (`llmforge.models.reference.resolve_model`).
+    `inference`: the model only generates (the server), so dtype 'auto' may pick bf16 on a CPU (`default_dtype`)."""
     from transformers import AutoModelForCausalLM
 
     resolved = ref or resolve_model(cfg.name_or_path)
@@ -106,7 +112,7 @@ def load_model(
     if resolved.kind == "int8":
         return _load_int8(cfg, resolved, device or torch.device("cpu"))
     device = device or default_device()
-    dtype = default_dtype(cfg.dtype, device)
+    dtype = default_dtype(cfg.dtype, device, inference)
     extra: dict[str, Any] = {}
     if quantization_config is not None:  # quantized weights are placed by their loader, not moved afterwards
         extra = {"quantization_config": quantization_config, "device_map": {"": device.index or 0}}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.models.cpu import cpu_threads
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx_data"
@@ -54,7 +55,7 @@ class OrtCausalLM:
         directory = Path(directory)
         config = read_onnx_config(directory)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0  # 0: ORT picks one thread per physical core
+        opts.intra_op_num_threads = cpu_threads(threads)  # as torch's and llama.cpp's: the usable cores
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session = ort.InferenceSession(str(directory / config["model_file"]), opts,

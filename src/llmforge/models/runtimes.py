@@ -11,7 +11,6 @@ Which runtime runs a reference is read from its manifest (`llmforge.models.refer
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ import torch
 
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError, MissingExtraError
+from llmforge.models.cpu import cpu_threads
 from llmforge.models.reference import ModelRef
 
 
@@ -161,7 +161,7 @@ def _llamacpp(ref: ModelRef, context: int, threads: int | None) -> LlamaCppRunti
         ) from exc
     # llama.cpp keeps its KV cache in f16 by default; an f32 file gets an f32 cache, as in export's parity check.
     kv = {"type_k": 0, "type_v": 0} if ref.format == "gguf-f32" else {}
-    llm = llama_cpp.Llama(ref.path, n_ctx=context, n_batch=min(512, context), n_threads=threads or os.cpu_count(),
+    llm = llama_cpp.Llama(ref.path, n_ctx=context, n_batch=min(512, context), n_threads=cpu_threads(threads),
                           logits_all=True, verbose=False, **kv)
     return LlamaCppRuntime(llm)
 

@@ -7,7 +7,6 @@ generation has gone through its engine (the first real request then pays no one-
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from llmforge.models.chat import template_text
+from llmforge.models.cpu import cpu_threads
 from llmforge.serve.backends import load_backend
 from llmforge.serve.backends.base import Backend, LoadOptions
 from llmforge.serve.engine import Engine, EngineConfig, GenerationRequest, RequestStats
@@ -45,14 +45,6 @@ class ServedModel:
                 "chat_template": chat, **info}
 
 
-def cpu_threads(requested: int | None) -> int:
-    """All cores but one: the other runs the HTTP event loop (small models decode faster on fewer threads too)."""
-    if requested:
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
-
-
 class ModelPool:
     def __init__(self, settings: ServeSettings, on_finish: Callable[[str, RequestStats], None] | None = None,
                  loader: Loader | None = None) -> None:
@@ -73,7 +65,7 @@ class ModelPool:
         """Load and warm every model (blocking); return the error of each model that failed.
 
         `log_errors=False`: the caller reports them (`serve` does, as one line, before binding the port)."""
-        torch.set_num_threads(cpu_threads(self.settings.threads))
+        torch.set_num_threads(cpu_threads(self.settings.threads))  # the transformers backend's (process-wide)
         errors = []
         for model in self.models.values():
             if self.closed:  # shut down while loading: load nothing more
@@ -93,7 +85,7 @@ class ModelPool:
         s = self.settings
         start = time.perf_counter()
         opts = LoadOptions(device=s.device, dtype=s.dtype, max_model_len=s.max_model_len,
-                           max_rows=s.max_concurrency, threads=s.threads)
+                           max_rows=s.max_concurrency, threads=cpu_threads(s.threads))
         backend = self.loader(model.ref, opts, s.backend)
         if s.chat_template:  # checked when the settings were made; applied before any request is rendered
             backend.tokenizer.chat_template = template_text(s.chat_template)

@@ -37,11 +37,13 @@ class ServeSettings(BaseModel):
     )
     device: str = Field("auto", description="'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="'auto': fp32 on CPU (no fast bf16 on these CPUs), bf16 on a GPU that supports it."
+        "auto", description="'auto': bf16 on a GPU that supports it and on a CPU with AMX-BF16 or avx512_bf16 "
+        "(measured faster there, replies unchanged), else fp32; `llmforge doctor` shows what it picks here."
     )
     threads: int | None = Field(
         None, ge=1,
-        description="PyTorch CPU threads; default: all cores but one, which is left to the HTTP event loop.",
+        description="CPU threads of every backend (PyTorch, ONNX Runtime, llama.cpp); default: the cores this "
+        "process may use (on 2 cores, 2 threads served 1.8x the tokens/s of 1).",
     )
     max_model_len: int | None = Field(
         None, ge=1, description="Context length served (prompt + completion); default: the model's own."

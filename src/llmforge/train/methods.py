@@ -33,7 +33,8 @@ def load_base(model_cfg: ModelConfig, opts: TrainOptions, teacher: Any = None) -
     from peft import prepare_model_for_kbit_training
 
     model, tokenizer = load_model(model_cfg, quantization_config=quant)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=opts.gradient_checkpointing), tokenizer
+    checkpointing = opts.gradient_checkpointing is not False  # auto: QLoRA is chosen to save memory
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing), tokenizer
 
 
 def apply_method(model: Any, opts: TrainOptions) -> Any:

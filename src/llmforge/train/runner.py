@@ -23,12 +23,15 @@ from llmforge.config import ModelConfig, TrainOptions
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError, require
 from llmforge.metrics.score import score
+from llmforge.models.cpu import Precision, cpu_threads, precision_for
 from llmforge.models.loader import default_device
 from llmforge.models.reference import resolve_model
 from llmforge.progress import Hooks
 from llmforge.train.checkpoints import Guard, last_complete
 from llmforge.train.config import TrainConfig
 from llmforge.train.curves import save_loss_curve
+from llmforge.train.loss import CHUNK_LOGIT_BYTES, ChunkedLossTrainer, chunked_loss_applies
+from llmforge.train.memory import gradient_checkpointing, return_freed_memory, sample_lengths
 from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base, load_teacher
 
 
@@ -48,13 +51,20 @@ def make_collator(tokenizer: Any, mode: str) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
-def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mode: str = "padded") -> Any:
+def train_precision(opts: TrainOptions) -> Precision:
+    """What the run computes in: `train.precision`, or for 'auto' the device's rule (`llmforge.models.cpu`): on a
+    CPU bf16 autocast over fp32 weights where it has AMX-BF16 or avx512_bf16, fp32 where it has neither."""
+    return precision_for(opts.precision, default_device())
+
+
+def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mode: str = "padded",
+                       checkpointing: bool | None = None) -> Any:
+    """`checkpointing`: `train.gradient_checkpointing` resolved (`llmforge.train.memory.gradient_checkpointing`); None reads
+    the option, with 'auto' as off."""
     from transformers import TrainingArguments
 
     device = default_device()
-    precision = opts.precision
-    if precision == "auto":
-        precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    precision = train_precision(opts).name
     eval_strategy = ("steps" if opts.eval_steps else "epoch") if has_eval else "no"
     if opts.deepspeed:
         require("deepspeed", "deepspeed")
@@ -85,7 +95,7 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mod
         metric_for_best_model="eval_loss" if best else None,
         greater_is_better=False if best else None,
         save_total_limit=opts.save_total_limit,
-        activation_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing=checkpointing if checkpointing is not None else opts.gradient_checkpointing is True,
         report_to=opts.report_to or "none",
         fsdp=opts.fsdp or "",
         deepspeed=opts.deepspeed,
@@ -154,12 +164,13 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
     `launched`: this is one of several processes started by `launch`, which prepared the run directory; only
     rank 0 evaluates and publishes.
     """
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     callbacks = (hooks or Hooks()).train_callbacks()
+    return_freed_memory()  # before the first large tensor: the heap would otherwise keep gigabytes of freed blocks
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = cpu_threads(cfg.train.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)
     set_seed(cfg.train.seed)
     train_set = load_split(cfg.data, "train").remove_columns(["attention_mask"])
     val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
@@ -179,15 +190,12 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
             from transformers import EarlyStoppingCallback
 
             callbacks = [EarlyStoppingCallback(cfg.train.early_stopping_patience), *(callbacks or [])]
-        trainer_cls, extra = Trainer, {}
-        if teacher is not None:
-            from llmforge.train.distill import DistillTrainer
-
-            trainer_cls = DistillTrainer
-            extra = {"teacher": teacher, "alpha": cfg.train.distill.alpha,
-                     "temperature": cfg.train.distill.temperature}
+        trainer_cls, extra = _trainer_class(model, teacher, cfg.train)
+        lengths = sample_lengths(train_set)
+        checkpointing = gradient_checkpointing(cfg.train, model, max(lengths), mode != "packed")
         trainer = trainer_cls(
-            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, mode),
+            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, mode,
+                                                 checkpointing),
             train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
             data_collator=make_collator(tokenizer, mode), processing_class=tokenizer,
             callbacks=[guard, *(callbacks or [])], **extra,
@@ -208,6 +216,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
                 + (f"the last good checkpoint is {last} (resume with --resume). " if last else "")
                 + "Lower train.learning_rate, or check the data for broken samples."
             )
+        # Mixed precision wrapped the model's forward in bf16 autocast: the held-out score is the saved model's,
+        # in its own dtype, as a reload (or the next stage) computes it.
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
         model.eval()
         metrics: dict[str, Any] = {
             "train_loss": output.training_loss,
@@ -217,9 +228,14 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
             "train_steps": trainer.state.global_step,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_parameters": sum(p.numel() for p in model.parameters()),
+            **train_precision(cfg.train).describe(),
+            "threads": threads,
+            "gradient_checkpointing": checkpointing,
+            "chunked_loss": trainer_cls is ChunkedLossTrainer,
         }
         if len(val_set):
-            val = score(model, load_split(cfg.data, "validation"), cfg.train.batch_size)
+            val_rows = load_split(cfg.data, "validation")
+            val = score(model, val_rows, _score_batch(model, cfg.train.batch_size, max(sample_lengths(val_rows))))
             metrics.update(eval_loss=val["loss"], eval_perplexity=val["perplexity"], eval_tokens=val["tokens"])
         metrics["peak_memory_bytes"] = peak_memory_bytes()
         history = trainer.state.log_history
@@ -229,6 +245,25 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
         _remove_checkpoints(run)
         run.finish(metrics)
     return StageResult(cfg.output_dir, metrics)
+
+
+def _trainer_class(model: Any, teacher: Any, opts: TrainOptions) -> tuple[type, dict[str, Any]]:
+    """The Trainer and its extra arguments: distillation's (it needs full logits for the KL term), else one
+    whose loss never materialises (batch, tokens, vocabulary) logits where the model allows it."""
+    from transformers import Trainer
+
+    if teacher is not None:
+        from llmforge.train.distill import DistillTrainer
+
+        return DistillTrainer, {"teacher": teacher, "alpha": opts.distill.alpha,
+                                "temperature": opts.distill.temperature}
+    return (ChunkedLossTrainer if chunked_loss_applies(model, opts) else Trainer), {}
+
+
+def _score_batch(model: Any, batch_size: int, longest: int) -> int:
+    """Held-out scoring computes full logits: fewer rows per batch, so that they stay about the size of two of the
+    training loss's chunks instead of becoming the run's peak (the score is a token-weighted sum either way)."""
+    return max(1, min(batch_size, 2 * CHUNK_LOGIT_BYTES // (4 * model.config.vocab_size * max(1, longest))))
 
 
 def _remove_checkpoints(run: RunDir) -> None:

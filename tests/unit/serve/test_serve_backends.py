@@ -72,7 +72,7 @@ def test_kv_join_and_select_keep_each_rows_logits(family: str, tiny_model_dir: P
     columns dropped) give each row the logits it has alone: what the engine's continuous batching relies on. Gemma
     2's sliding-window layers too, within the window (its served context is capped below it)."""
     model_dir = tiny_model_dir if family == "llama" else request.getfixturevalue("gemma2_dir")
-    backend = load_backend(str(model_dir), LoadOptions(device="cpu"))
+    backend = load_backend(str(model_dir), LoadOptions(device="cpu", dtype="float32"))
     if family == "gemma2":
         assert backend.max_model_len == 63  # the 64-token window, not the 256 positions
     prompts = [backend.tokenizer(p)["input_ids"] for p in ["def add(a, b):", "class Stack:\n    def push(self, x):",
@@ -100,7 +100,7 @@ def test_kv_join_and_select_keep_each_rows_logits(family: str, tiny_model_dir: P
 def test_onnx_backend_decodes_like_transformers(sharp_model_dir: Path, sharp_onnx_dir: Path) -> None:
     """The ONNX Runtime backend in the same engine: same greedy tokens as PyTorch, batched. On the sharp tiny
     model (tests/conftest.py), whose tokens depend on the context, and its session-wide ONNX export."""
-    hf = load_backend(str(sharp_model_dir), LoadOptions(device="cpu"))
+    hf = load_backend(str(sharp_model_dir), LoadOptions(device="cpu", dtype="float32"))
     ort = load_backend(str(sharp_onnx_dir))
     assert ort.name == "onnx"
     prompts = ["def add(a, b):", "class Stack:\n    def push(self, x):", "x"]

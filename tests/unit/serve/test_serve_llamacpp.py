@@ -49,7 +49,7 @@ def _greedy(backend: Any, prompts: list[str], together: bool) -> list[list[int]]
 def test_gguf_serves_like_the_transformers_model(exported: Path) -> None:
     assert detect_backend(str(exported)) == "llamacpp"
     cpp = load_backend(str(exported), LoadOptions(max_rows=4))
-    hf = load_backend("demo", LoadOptions(device="cpu"))
+    hf = load_backend("demo", LoadOptions(device="cpu", dtype="float32"))
     reference = _greedy(hf, PROMPTS, together=False)
     assert _greedy(cpp, PROMPTS, together=False) == reference
     assert _greedy(cpp, PROMPTS, together=True) == reference  # rows in one llama.cpp batch, own sequences

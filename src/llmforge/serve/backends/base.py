@@ -20,11 +20,11 @@ from llmforge.errors import ConfigError
 @dataclass(frozen=True)
 class LoadOptions:
     device: str = "auto"  # "auto": cuda when present, else cpu
-    dtype: str = "auto"  # "auto": fp32 on CPU, bf16 on a GPU that supports it
+    dtype: str = "auto"  # "auto": bf16 where the device computes it natively (llmforge.models.cpu), else fp32
     max_model_len: int | None = None  # None: the model's own context length
     trust_remote_code: bool = False
     max_rows: int = 16  # rows decoding together (the engine's max_batch); backends with fixed slots size by it
-    threads: int | None = None  # CPU threads for backends that take their own (llama.cpp)
+    threads: int | None = None  # CPU threads of ONNX Runtime and llama.cpp; None: the usable cores (models.cpu)
 
 
 class Backend(Protocol):

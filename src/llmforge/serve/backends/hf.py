@@ -125,7 +125,7 @@ def load(ref: ModelRef, opts: LoadOptions) -> TransformersBackend:
     cfg = ModelConfig(name_or_path=ref.ref, dtype=opts.dtype,  # type: ignore[arg-type]
                       trust_remote_code=opts.trust_remote_code)
     try:
-        model, tokenizer = load_model(cfg, device, merge_adapter=True, ref=ref)
+        model, tokenizer = load_model(cfg, device, merge_adapter=True, ref=ref, inference=True)
     except LlmforgeError:
         raise
     except Exception as exc:  # e.g. safetensors' own error, which names no file

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.models.cpu import cpu_threads
 from llmforge.models.reference import ModelRef
 from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, generation_config, resolve_max_len
 
@@ -117,7 +118,7 @@ def load(ref: ModelRef, opts: LoadOptions) -> LlamaCppBackend:
     rows = opts.max_rows
     params.n_ctx, params.n_batch, params.n_ubatch = max_len * rows, max(max_len, rows), max(max_len, rows)
     params.n_seq_max, params.kv_unified = rows, True
-    params.n_threads = params.n_threads_batch = opts.threads or 1
+    params.n_threads = params.n_threads_batch = cpu_threads(opts.threads)
     ctx = lib.llama_init_from_model(model, params)
     if not ctx:
         raise LlmforgeError(f"llama.cpp could not create a context for {path}")

@@ -68,7 +68,7 @@ def load(directory: str, opts: LoadOptions) -> OnnxBackend:
     if opts.device not in ("auto", "cpu"):
         raise LlmforgeError(f"the onnx backend runs on the CPU; device '{opts.device}' is not available to it")
     path = Path(directory)
-    runtime = OrtCausalLM.load(path)
+    runtime = OrtCausalLM.load(path, threads=opts.threads)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     config = AutoConfig.from_pretrained(str(path))
     generation = generation_config(path)  # None: eos comes from the tokenizer alone
