@@ -3,10 +3,11 @@
     python benchmarks/readme_results.py [runs/demo] [--total-seconds N]
 
 Reads `runs/demo/summary.json` (written by `make demo`), the shipped base model's provenance, and whatever the
-bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, real_model.md, variants.md), and
+bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, compress*.md, variants.md), and
 replaces the block between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from
 `runs/demo-real/summary.json` (`make demo-real`) it replaces the block between `<!-- real-results:start -->` and
-`<!-- real-results:end -->`. Either block is left as it is when its summary is missing. The model-families table
+`<!-- real-results:end -->`. Either block is left as it is when its summary is missing. benchmarks/real_model.py's
+`real_model.md` fills `<!-- real-bench:start -->` on its own. The model-families table
 (`<!-- families:start -->`) is rendered from `llmforge.models.families`, the registry the family matrix test
 checks; `--families-only` writes just that block.
 """
@@ -145,10 +146,7 @@ def bench_sections() -> str:
             parts.append(f"| {label} | {r['seconds']:.0f} | {r['real_tokens'] / r['seconds']:,.0f} | "
                          f"{r['held_out_response_loss']:.3f} |")
         parts.append(f"| **speedup** | **{t['speedup_wall']:.1f}x** | | |")
-    for name, title in (("real_model", "SmolLM2-135M-Instruct against what users run instead: the seed's LoRA recipe, "
-                         "PyTorch decoding, the seed-style server and llama.cpp's own server "
-                         "(`benchmarks/real_model.py`)"),
-                        ("compress-smollm2", "Compression of a real model: SmolLM2-135M-Instruct as fine-tuned by "
+    for name, title in (("compress-smollm2", "Compression of a real model: SmolLM2-135M-Instruct as fine-tuned by "
                          "`make demo-real`, on its held-out tasks (`benchmarks/compress.py --variants real --exports`)"),
                         ("compress", "Compression of the demo fine-tuned model (`benchmarks/compress.py`)"),
                         ("export", "Export formats of the demo fine-tuned model (`benchmarks/export.py`)"),
@@ -185,6 +183,11 @@ def main() -> None:
         body = real_table(json.loads((args.real / "summary.json").read_text()), args.real_total_seconds,
                           args.real_note).strip()
         text = _replace_block(text, "real-results", body)
+    real_bench = ROOT / "benchmarks" / "results" / "real_model.md"
+    if not args.families_only and real_bench.exists():  # its own block: written by benchmarks/real_model.py alone
+        text = _replace_block(text, "real-bench", "SmolLM2-135M-Instruct against what users run instead: the seed's "
+                              "LoRA recipe, PyTorch decoding, the seed-style server and llama.cpp's own server "
+                              "(`benchmarks/real_model.py`):\n\n" + real_bench.read_text().strip())
     from llmforge.models.families import markdown_table
 
     text = _replace_block(text, "families", markdown_table())  # the registry the family matrix test checks

@@ -12,7 +12,9 @@ Needs `llmforge pull smollm2-135m-instruct` and llama-cpp-python (`make llama-cp
 - decode: greedy decode tokens/s at batch 1 and 8 (128-token prompt, prefill excluded, `llmforge bench`'s
   `measure`, each artifact in a fresh process at its runtime's default threads), for PyTorch fp32 and bf16,
   llmforge's int8-dynamic (`llmforge compress`), and `llmforge export`'s ONNX fp32/int8 and GGUF q8_0/q4_0
-  (llama.cpp). llama.cpp's batch 8 runs through llmforge serve's llamacpp backend (8 sequences per
+  (llama.cpp), and `llmforge serve`'s own decode loop on the PyTorch model with its defaults (dtype auto: bf16 on
+  a CPU with native bf16; the PyTorch rows above decode with transformers' `generate`, what users run by hand).
+  llama.cpp's batch 8 runs through llmforge serve's llamacpp backend (8 sequences per
   `llama_decode`; the bench runtime decodes one sequence). Each is given as % of the memory-bandwidth roofline
   for its bytes: a decode step reads the weights once for the whole batch, so roofline tokens/s =
   batch x read bandwidth (`llmforge bench`'s `machine_read_bandwidth`) / weight bytes.
@@ -54,6 +56,7 @@ ARTIFACTS = [  # (row, artifact, dtype the PyTorch loader is asked for)
     ("int8-dynamic (llmforge compress)", "int8", "auto"), ("ONNX fp32", "onnx", "auto"),
     ("ONNX int8", "onnx-int8", "auto"), ("GGUF q8_0 (llama.cpp)", "gguf-q8_0", "auto"),
     ("GGUF q4_0 (llama.cpp)", "gguf-q4_0", "auto"),
+    ("llmforge serve engine, PyTorch (dtype auto)", "model", "serve"),
     ("PyTorch fp32, again last (drift of the machine's load)", "model", "float32"),
 ]
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_vnni", "avx_vnni",
@@ -175,6 +178,8 @@ def decode_worker(job: dict[str, Any]) -> dict[str, Any]:
     opts = BenchOptions(prompt_tokens=128, new_tokens=job["new_tokens"], batch_sizes=[1, 8],
                         repeats=job["repeats"], warmup=1)
     ref = resolve_ref(job["ref"])
+    if job["dtype"] == "serve":  # the serving engine's own decode loop on its default backend and dtype
+        return serve_loop_rates(ref, opts)
     context = opts.prompt_tokens + opts.new_tokens + 8
     runtime, tokenizer = load_runtime(ref, ModelConfig(dtype=job["dtype"]), context=context)
     result = {**artifact_facts(ref, runtime), **measure(runtime, len(tokenizer), opts)}
@@ -185,15 +190,32 @@ def decode_worker(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def serve_loop_rates(ref: Any, opts: Any) -> dict[str, Any]:
+    """`llmforge serve`'s decode on `ref` with its defaults (backend, dtype, threads): batch 1 and 8."""
+    from llmforge.models.footprint import stored_weights
+    from llmforge.serve.backends import load_backend
+    from llmforge.serve.backends.base import LoadOptions
+
+    backend = load_backend(ref.ref, LoadOptions(max_model_len=opts.prompt_tokens + opts.new_tokens + 8))
+    rates = {str(b): backend_rate(backend, b, len(backend.tokenizer), opts) for b in (1, 8)}
+    return {"runtime": f"llmforge serve's {backend.name} backend", "dtype": backend.info["dtype"],
+            "weight_bytes": stored_weights(backend.model)[1], "decode_tokens_per_second": rates}
+
+
 def llamacpp_batch_rate(ref: Any, rows: int, vocab: int, opts: Any) -> float:
     """Decode tokens/s of `rows` sequences per llama_decode (llmforge's serving backend), prefill excluded."""
-    import torch
-
     from llmforge.serve.backends import llamacpp
     from llmforge.serve.backends.base import LoadOptions
 
     backend = llamacpp.load(ref, LoadOptions(max_model_len=opts.prompt_tokens + opts.new_tokens + 8, max_rows=rows,
                                              threads=os.cpu_count()))
+    return backend_rate(backend, rows, vocab, opts)
+
+
+def backend_rate(backend: Any, rows: int, vocab: int, opts: Any) -> float:
+    """Decode tokens/s of `rows` sequences through a serving backend's prefill/decode, prefill excluded."""
+    import torch
+
     prompt = torch.randint(8, vocab, (opts.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
 
     def timed(n: int) -> float:
