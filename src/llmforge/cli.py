@@ -170,7 +170,7 @@ def export_command(
     model: ModelOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset: parity prompts, calibration.")]
     = None,
-    format: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="onnx | onnx-int8 | "
+    format: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="onnx | onnx-int8 | onnx-q8 | "
                       "onnx-int8-static | gguf-f16 | gguf-q8_0 | gguf-q4_0 | tensorrt-fp16 ... (repeatable)")] = None,
     output: OutputOpt = None,
     set_: SetOpt = None,

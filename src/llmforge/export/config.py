@@ -10,15 +10,15 @@ from pydantic import Field
 from llmforge.config import ModelConfig, QualityGate, Section
 
 ExportFormat = Literal[
-    "onnx", "onnx-int8", "onnx-int8-static", "gguf-f32", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q5_1",
+    "onnx", "onnx-int8", "onnx-q8", "onnx-int8-static", "gguf-f32", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q5_1",
     "gguf-q5_0", "gguf-q4_1", "gguf-q4_0", "tensorrt-fp16", "tensorrt-int8",
 ]
 
 class ExportOptions(Section):
     formats: list[ExportFormat] = Field(
         default_factory=list,
-        description="Formats to write: onnx (fp32, KV cache), onnx-int8 (ONNX Runtime dynamic int8), "
-        "onnx-int8-static (calibrated QDQ), gguf-<type> (llama.cpp / Ollama), tensorrt-fp16/int8 (CUDA).",
+        description="Formats to write: onnx (fp32, KV cache), onnx-int8 (ONNX Runtime dynamic int8), onnx-q8 "
+        "(int8 weights in blocks of 32, llama.cpp q8_0's layout, as ONNX Runtime's MatMulNBits), onnx-int8-static (calibrated QDQ), gguf-<type> (llama.cpp / Ollama), tensorrt-fp16/int8 (CUDA).",
     )
     parity_prompts: int = Field(8, ge=1, description="Prompts for the parity check (held-out prompts with data).")
     gate: QualityGate = Field(

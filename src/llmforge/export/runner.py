@@ -185,10 +185,12 @@ def _export_one(fmt: str, ref: Reference, model_dir: Path, cfg: ExportConfig, ru
     n, threads = cfg.export.parity_tokens, cfg.export.threads
     if fmt == "onnx":
         return {"path": "onnx", "bytes": weight_file_bytes(onnx_dir), **_onnx_parity(ref, onnx_dir, n, threads)}
-    if fmt in ("onnx-int8", "onnx-int8-static"):
+    if fmt in ("onnx-int8", "onnx-q8", "onnx-int8-static"):
         out = run.file(fmt)
         if fmt == "onnx-int8":
             facts = onnx_export.quantize_onnx_int8(onnx_dir, out)
+        elif fmt == "onnx-q8":
+            facts = onnx_export.quantize_onnx_q8(onnx_dir, out)
         else:
             facts = onnx_export.quantize_onnx_static(onnx_dir, out, _calibration(cfg))
         return {"path": fmt, "bytes": weight_file_bytes(out), "quantization": facts.get("quantization"),

@@ -23,6 +23,7 @@ from llmforge.errors import LlmforgeError, require
 from llmforge.models.cpu import cpu_threads
 
 MODEL_FILE = "model.onnx"
+Q8_METHOD = "int8-block32"  # onnx-q8's quantization method (llmforge.export.onnx.quantize_onnx_q8)
 DATA_FILE = "model.onnx_data"
 CONFIG_FILE = "onnx_config.json"
 FORMAT = "llmforge-onnx-causal-lm"

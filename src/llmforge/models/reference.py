@@ -21,6 +21,7 @@ from llmforge.errors import LlmforgeError
 from llmforge.models.footprint import weight_file_bytes
 from llmforge.models.ort import CONFIG_FILE as ONNX_CONFIG
 from llmforge.models.ort import FORMAT as ONNX_FORMAT
+from llmforge.models.ort import Q8_METHOD
 
 Kind = Literal["transformers", "adapter", "int8", "onnx", "gguf", "tensorrt"]
 RUNTIMES: dict[str, str] = {"transformers": "pytorch", "adapter": "pytorch", "int8": "pytorch", "onnx": "onnxruntime",
@@ -96,7 +97,8 @@ def _bare_onnx(ref: str, path: Path) -> ModelRef | None:
     config = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
     if config.get("format") != ONNX_FORMAT:
         return None
-    fmt = "onnx-int8" if config.get("quantization") else "onnx"
+    method = (config.get("quantization") or {}).get("method")
+    fmt = "onnx" if method is None else "onnx-q8" if method == Q8_METHOD else "onnx-int8"
     return ModelRef(ref, "onnx", str(path), format=fmt, tokenizer=str(path))
 
 

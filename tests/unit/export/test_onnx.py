@@ -14,9 +14,10 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from llmforge.errors import LlmforgeError  # noqa: E402
-from llmforge.export.onnx import export_onnx, quantize_onnx_int8, quantize_onnx_static  # noqa: E402
+from llmforge.export.onnx import export_onnx, quantize_onnx_int8, quantize_onnx_q8, quantize_onnx_static  # noqa: E402
 from llmforge.export.parity import PARITY_TEXTS, greedy_parity, logits_parity, tokenization_parity  # noqa: E402
 from llmforge.models.ort import OrtCausalLM  # noqa: E402
+from llmforge.models.reference import resolve_ref  # noqa: E402
 from tests.helpers import corpus  # noqa: E402
 
 PROMPTS = ["alpha beta gamma", "def return class import print value list dict omega",
@@ -147,14 +148,18 @@ def test_exported_tokenizer_encodes_like_the_original(hf, onnx_dir: Path) -> Non
     assert report["tokenization_identical"] and report["identical"] == len(PARITY_TEXTS)
 
 
-@pytest.mark.parametrize(("kind", "method"), [("dynamic", "int8-dynamic"), ("static", "int8-static-qdq")])
+@pytest.mark.parametrize(("kind", "method"), [("dynamic", "int8-dynamic"), ("static", "int8-static-qdq"),
+                                              ("q8", "int8-block32")])
 def test_int8_variants_run_smaller_and_close(onnx_dir: Path, ort_fp32: OrtCausalLM, prompt_ids: list[list[int]], hf,
                                              tmp_path: Path, kind: str, method: str) -> None:
     if kind == "dynamic":
         facts = quantize_onnx_int8(onnx_dir, tmp_path / kind)
+    elif kind == "q8":
+        facts = quantize_onnx_q8(onnx_dir, tmp_path / kind)
+        assert resolve_ref(str(tmp_path / kind)).format == "onnx-q8"
     else:
         facts = quantize_onnx_static(onnx_dir, tmp_path / kind, [hf[1](text)["input_ids"] for text in corpus(8)])
-    assert facts["bytes"] < facts["source_bytes"] / 2.5
+    assert facts["bytes"] < facts["source_bytes"] / (2 if kind == "q8" else 2.5)  # q8 keeps the embedding fp32
     int8 = OrtCausalLM.load(tmp_path / kind, threads=1)
     assert int8.config["quantization"]["method"] == method
     report = logits_parity(lambda ids: ort_fp32.logits([ids]), lambda ids: int8.logits([ids]), prompt_ids)
