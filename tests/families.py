@@ -162,9 +162,17 @@ def _sentencepiece_bpe(specials: list[str], vocab_size: int, prefix: bool = True
     return Tokenizer.from_str(json.dumps(raw))
 
 
-def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
+def _mistral_model(fast: PreTrainedTokenizerFast) -> Any:
     from transformers import MistralConfig, MistralForCausalLM
 
+    config = MistralConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                           sliding_window=None, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
+                           eos_token_id=fast.eos_token_id)
+    return MistralForCausalLM(config)
+
+
+def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     from llmforge.models.chat import MISTRAL
 
     tok = _sentencepiece_bpe(["<unk>", "<s>", "</s>"], 700)
@@ -173,11 +181,7 @@ def _mistral(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=1024, clean_up_tokenization_spaces=False)
     fast.chat_template = MISTRAL
-    config = MistralConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                           sliding_window=None, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
-                           eos_token_id=fast.eos_token_id)
-    return fast, MistralForCausalLM(config)
+    return fast, _mistral_model(fast)
 
 
 MISTRAL_V03_TEMPLATE = (  # Mistral-7B-Instruct-v0.3's, without its tools and system handling
@@ -188,8 +192,6 @@ MISTRAL_V03_TEMPLATE = (  # Mistral-7B-Instruct-v0.3's, without its tools and sy
 
 
 def _mistral_v03(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
-    from transformers import MistralConfig, MistralForCausalLM
-
     raw = json.loads(_sentencepiece_bpe(["<unk>", "<s>", "</s>", "[INST]", "[/INST]"], 700).to_str())
     raw["normalizer"] = None  # `▁` for spaces, and before the text's start only: Metaspace "first"
     raw["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
@@ -199,11 +201,7 @@ def _mistral_v03(root: Path) -> tuple[PreTrainedTokenizerFast, Any]:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=1024, clean_up_tokenization_spaces=False)
     fast.chat_template = MISTRAL_V03_TEMPLATE
-    config = MistralConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                           sliding_window=None, tie_word_embeddings=False, bos_token_id=fast.bos_token_id,
-                           eos_token_id=fast.eos_token_id)
-    return fast, MistralForCausalLM(config)
+    return fast, _mistral_model(fast)
 
 
 def _gemma_tokenizer(template: str) -> PreTrainedTokenizerFast:

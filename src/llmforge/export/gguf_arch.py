@@ -136,15 +136,30 @@ def _read_qwen2(config: dict[str, Any], family: str) -> Hparams:
     return _decoder(config)
 
 
-def _read_gemma2(config: dict[str, Any], family: str) -> Hparams:
-    _plain_rope(config, family)
-    hp = _decoder(config | {"tie_word_embeddings": config.get("tie_word_embeddings", True)})
+def _gemma_graph(config: dict[str, Any], hp: Hparams, family: str, graph: str) -> None:
+    """Refuse what llama.cpp's Gemma graphs do not compute: an untied head, another activation, attention
+    biases, bidirectional attention."""
     if not hp.tied:
-        raise refuse(family, "an untied lm_head is not read (llama.cpp's gemma2 graph uses token_embd)", NO_GGUF)
+        raise refuse(family, f"an untied lm_head is not read (llama.cpp's {graph} graph uses token_embd)", NO_GGUF)
     act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
     if act != "gelu_pytorch_tanh" or config.get("attention_bias") or config.get("use_bidirectional_attention"):
         raise refuse(family, f"activation '{act}', attention biases or bidirectional attention differ from "
-                     "llama.cpp's gemma2 graph (tanh GELU, no biases, causal)", NO_GGUF)
+                     f"llama.cpp's {graph} graph (tanh GELU, no biases, causal)", NO_GGUF)
+
+
+def _query_scale(config: dict[str, Any], hp: Hparams, family: str, scaled_layers: int) -> None:
+    """llama.cpp does not read query_pre_attn_scalar: it scales queries by 1/sqrt(head_dim), or by
+    1/sqrt(hidden_size / n_heads) for the model with `scaled_layers` layers (the 27B), as the released ones do."""
+    scalar = hp.hidden_size // hp.n_heads if hp.n_layers == scaled_layers else hp.head_dim
+    if config.get("query_pre_attn_scalar", scalar) != scalar:
+        raise refuse(family, f"query_pre_attn_scalar {config['query_pre_attn_scalar']} is not the {scalar} "
+                     f"llama.cpp derives for a {hp.n_layers}-layer model", NO_GGUF)
+
+
+def _read_gemma2(config: dict[str, Any], family: str) -> Hparams:
+    _plain_rope(config, family)
+    hp = _decoder(config | {"tie_word_embeddings": config.get("tie_word_embeddings", True)})
+    _gemma_graph(config, hp, family, "gemma2")
     softcaps = config.get("attn_logit_softcapping"), config.get("final_logit_softcapping")
     if None in softcaps:
         raise refuse(family, "llama.cpp's gemma2 graph always soft-caps attention and final logits; this "
@@ -153,12 +168,7 @@ def _read_gemma2(config: dict[str, Any], family: str) -> Hparams:
     pattern = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(hp.n_layers)]
     if config.get("layer_types", pattern) != pattern:
         raise refuse(family, "layer_types differ from Gemma 2's alternating sliding/global layers", NO_GGUF)
-    # llama.cpp does not read query_pre_attn_scalar: it scales queries by 1/sqrt(head_dim), or by
-    # 1/sqrt(hidden_size / n_heads) for the 46-layer 27B, which is what each released Gemma 2 uses
-    scalar = hp.hidden_size // hp.n_heads if hp.n_layers == 46 else hp.head_dim
-    if config.get("query_pre_attn_scalar", scalar) != scalar:
-        raise refuse(family, f"query_pre_attn_scalar {config['query_pre_attn_scalar']} is not the {scalar} "
-                     f"llama.cpp derives for a {hp.n_layers}-layer model", NO_GGUF)
+    _query_scale(config, hp, family, scaled_layers=46)  # the 46-layer 27B
     return replace(hp, key_length=hp.head_dim, attn_softcap=float(softcaps[0]), final_softcap=float(softcaps[1]),
                    sliding_window=int(config["sliding_window"]))
 
@@ -177,12 +187,7 @@ def _read_gemma3(config: dict[str, Any], family: str) -> Hparams:
         raise refuse(family, f"rope scaling ({', '.join(sorted(kinds - {'default'}))}) is not written (only the "
                      "default rope of the text-only 270M and 1B models)")
     hp = _decoder(config | {"rope_parameters": full, "tie_word_embeddings": config.get("tie_word_embeddings", True)})
-    if not hp.tied:
-        raise refuse(family, "an untied lm_head is not read (llama.cpp's gemma3 graph uses token_embd)", NO_GGUF)
-    act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
-    if act != "gelu_pytorch_tanh" or config.get("attention_bias") or config.get("use_bidirectional_attention"):
-        raise refuse(family, f"activation '{act}', attention biases or bidirectional attention differ from "
-                     "llama.cpp's gemma3 graph (tanh GELU, no biases, causal)", NO_GGUF)
+    _gemma_graph(config, hp, family, "gemma3")
     if config.get("attn_logit_softcapping") is not None or config.get("final_logit_softcapping") is not None:
         raise refuse(family, "llama.cpp's gemma3 graph does not soft-cap (Gemma 3 does not); this config turns "
                      "soft-capping on", NO_GGUF)
@@ -193,12 +198,7 @@ def _read_gemma3(config: dict[str, Any], family: str) -> Hparams:
     if float(local.get("rope_theta", 10000.0)) != 10000.0:
         raise refuse(family, f"local rope base {local['rope_theta']} is not the 10000 llama.cpp's gemma3 graph "
                      "uses for sliding layers", NO_GGUF)
-    # As for Gemma 2, llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden_size / n_heads) for the
-    # 62-layer 27B, instead of reading query_pre_attn_scalar
-    scalar = hp.hidden_size // hp.n_heads if hp.n_layers == 62 else hp.head_dim
-    if config.get("query_pre_attn_scalar", scalar) != scalar:
-        raise refuse(family, f"query_pre_attn_scalar {config['query_pre_attn_scalar']} is not the {scalar} "
-                     f"llama.cpp derives for a {hp.n_layers}-layer model", NO_GGUF)
+    _query_scale(config, hp, family, scaled_layers=62)  # the 62-layer 27B
     return replace(hp, key_length=hp.head_dim, sliding_window=int(config["sliding_window"]))
 
 
