@@ -414,6 +414,90 @@ def families_command(
         show_families()
 
 
+registry_app = typer.Typer(help="Versions, lineage, promote, rollback: finished runs in MLflow's Model Registry.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+RegistryUriOpt = Annotated[Optional[str], typer.Option(
+    "--registry-uri", envvar="LLMFORGE_REGISTRY_URI", show_envvar=True,
+    help="MLflow registry (sqlite:///FILE, http://server:5000); default $LLMFORGE_HOME/registry/mlflow.db.")]
+ReasonOpt = Annotated[Optional[str], typer.Option("--reason", "-m", help="Why (recorded with the decision).")]
+
+
+@registry_app.command("register")
+def registry_register(run_dir: Annotated[Path, typer.Argument(help="A finished llmforge run directory.")],
+                      name: Annotated[str, typer.Option("--name", help="Registered model name.")],
+                      description: Annotated[Optional[str], typer.Option(help="Version description.")] = None,
+                      registry_uri: RegistryUriOpt = None) -> None:
+    """Register a finished run directory as the next version of NAME (its manifest pins every file)."""
+    from llmforge.registry import register
+    from llmforge.ui import say
+
+    v = register(run_dir, name, description=description, uri=registry_uri)
+    say(f"registered {v.ref}: {v.run_dir} ({v.kind}, manifest sha256 {v.manifest_sha256})")
+
+
+@registry_app.command("list")
+def registry_list(registry_uri: RegistryUriOpt = None) -> None:
+    """Registered models, their version counts and aliases."""
+    from llmforge.registry import list_models
+    from llmforge.registry import registry_uri as uri_of
+    from llmforge.ui_registry import show_models
+
+    show_models(list_models(registry_uri), uri_of(registry_uri))
+
+
+@registry_app.command("show")
+def registry_show(ref: Annotated[str, typer.Argument(help="NAME (versions and decisions), NAME@VERSION or NAME@ALIAS.")],
+                  registry_uri: RegistryUriOpt = None) -> None:
+    """A model's versions and decisions, or one version's run dir, lineage and metrics."""
+    from llmforge.registry import model_info, parse_ref, version_info
+    from llmforge.registry.versions import registered_manifest
+    from llmforge.ui_registry import show_model, show_version
+
+    name, selector = parse_ref(ref)
+    if "@" not in ref:
+        show_model(model_info(name, registry_uri))
+        return
+    v = version_info(name, selector, registry_uri)
+    show_version(v, registered_manifest(v, registry_uri))
+
+
+@registry_app.command("promote")
+def registry_promote(ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+                     to: Annotated[str, typer.Option("--to", help="production | staging")] = "production",
+                     reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None) -> None:
+    """Point an alias at a version, after verifying its files."""
+    from llmforge.registry import parse_ref, promote
+    from llmforge.ui_registry import show_decision
+
+    name, version = parse_ref(ref if "@" in ref else f"{ref}@")
+    show_decision(promote(name, version, to, reason=reason, uri=registry_uri), name)
+
+
+@registry_app.command("rollback")
+def registry_rollback(name: Annotated[str, typer.Argument(help="Registered model name.")],
+                      alias: Annotated[str, typer.Option("--alias", help="production | staging")] = "production",
+                      reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None) -> None:
+    """Point the alias back at the version that held it before."""
+    from llmforge.registry import rollback
+    from llmforge.ui_registry import show_decision
+
+    show_decision(rollback(name, alias, reason=reason, uri=registry_uri), name)
+
+
+@registry_app.command("verify")
+def registry_verify(ref: Annotated[str, typer.Argument(help="NAME@VERSION, NAME@ALIAS or NAME (production).")],
+                    registry_uri: RegistryUriOpt = None) -> None:
+    """Re-hash a version's files; name every changed, missing and added file (exit 1 when any)."""
+    from llmforge.registry import parse_ref, verify
+    from llmforge.ui_registry import show_verification
+
+    checked = verify(*parse_ref(ref), uri=registry_uri)
+    show_verification(checked)
+    if not checked.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     import os
     import warnings

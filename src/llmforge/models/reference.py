@@ -7,12 +7,16 @@ it came from (with that run's manifest), and where an HF tokenizer for it lives.
 
 An export run's manifest maps each format to its path (`formats`), so `runs/export/onnx-int8` is known to be
 the `onnx-int8` format of that run. An ONNX folder written outside a run describes itself in `onnx_config.json`.
+
+`registry:NAME@ALIAS`, `registry:NAME@VERSION` and `registry:NAME` (its production alias) name a version in the
+model registry (`llmforge.registry`): it resolves, here and only here, to the version's run directory once its files
+are verified against the manifest it was registered with; a version whose files changed is refused, naming them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,9 +106,25 @@ def _bare_onnx(ref: str, path: Path) -> ModelRef | None:
     return ModelRef(ref, "onnx", str(path), format=fmt, tokenizer=str(path))
 
 
+REGISTRY_PREFIX = "registry:"
+
+
+def _registered(ref: str) -> Path | None:
+    """The verified run directory of a `registry:` reference; None for any other reference."""
+    if not ref.startswith(REGISTRY_PREFIX):
+        return None
+    from llmforge.registry import resolve
+
+    return resolve(ref)
+
+
 def find_export(name_or_path: str | Path) -> ModelRef | None:
     """The export artifact `name_or_path` names, or None when it is not one (a PyTorch model, a hub id)."""
     ref = str(name_or_path)
+    registered = _registered(ref)
+    if registered is not None:
+        found = find_export(registered)
+        return replace(found, ref=ref) if found else None
     path = Path(ref).expanduser()
     if not path.exists():
         return None
@@ -120,6 +140,9 @@ def find_export(name_or_path: str | Path) -> ModelRef | None:
 
 def resolve_ref(name_or_path: str | Path) -> ModelRef:
     """Resolve any model reference llmforge accepts (see the module docstring)."""
+    registered = _registered(str(name_or_path))  # verified once, here, then resolved as its run directory
+    if registered is not None:
+        return replace(find_export(registered) or resolve_model(registered), ref=str(name_or_path))
     return find_export(name_or_path) or resolve_model(name_or_path)
 
 
@@ -146,6 +169,9 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
     from llmforge.models.presets import preset_reference
 
     ref = name = str(name_or_path)
+    registered = _registered(name)
+    if registered is not None:
+        return replace(resolve_model(registered), ref=ref)
     name = preset_reference(name) or name  # a preset: its pulled run dir, or its hub id (see `llmforge models`)
     if name == DEMO_NAME:
         if not (DEMO_DIR / "config.json").is_file():
