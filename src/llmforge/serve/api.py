@@ -22,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from llmforge.serve import schemas as s
+from llmforge.serve.ab import sticky_key
 from llmforge.serve.engine import (
     AsyncResults,
     Completion,
@@ -61,18 +62,25 @@ def sse(payload: Any) -> str:
 
 
 class Generation:
-    def __init__(self, pool: ModelPool, settings: ServeSettings) -> None:
+    def __init__(self, pool: ModelPool, shadow: Any = None) -> None:
         self.pool = pool
-        self.settings = settings
+        self.shadow = shadow  # offer(name, requests, request id): a copy for the name's shadow model, if any
+
+    @property
+    def settings(self) -> ServeSettings:
+        return self.pool.settings  # a reload may change it
 
     # --- shared steps ---------------------------------------------------------------------------------------------
 
-    def model(self, name: str, request: Request) -> ServedModel:
-        model = self.pool.models.get(name)
+    def model(self, name: str, request: Request, user: str | None = None) -> ServedModel:
+        """The model serving `name`: for an A/B-served name, the variant its session header or `user` picks."""
+        model, variant = self.pool.route(name, sticky_key(request.headers.get(self.settings.session_header), user))
         if model is None:
-            raise APIError(404, f"The model '{name}' does not exist; served: {', '.join(self.pool.models)}.",
+            raise APIError(404, f"The model '{name}' does not exist; served: {', '.join(self.pool.names())}.",
                            param="model", code="model_not_found")
         request.state.model = name
+        if variant:
+            request.state.variant = variant
         if getattr(request.app.state, "draining", False):
             raise unavailable("the server is shutting down")
         if model.status == "loading":
@@ -87,20 +95,27 @@ class Generation:
         limit = model.engine.max_model_len  # type: ignore[union-attr]
         return asked if asked is not None else max(limit - len(prompt), 1)
 
-    def submit(self, model: ServedModel, requests: list[GenerationRequest], param: str) -> AsyncResults:
-        """Queue all of `requests` or none; `param` is the field a context-length error names."""
+    def submit(self, model: ServedModel, requests: list[GenerationRequest], param: str,
+               request: Request | None = None) -> AsyncResults:
+        """Queue all of `requests` or none; `param` is the field a context-length error names. Once queued, the
+        results are kept on the request (the event log counts their tokens) and a copy goes to any shadow."""
         capacity = self.settings.max_concurrency + self.settings.max_queue
         if len(requests) > capacity:
             raise APIError(400, f"this request asks for {len(requests)} sequences; the server holds at most "
                                 f"{capacity} at once", param="n", code="too_many_sequences")
         try:
-            return AsyncResults(model.engine, requests)  # type: ignore[arg-type]
+            results = AsyncResults(model.engine, requests)  # type: ignore[arg-type]
         except ContextLengthError as exc:
             raise APIError(400, str(exc), param=param, code="context_length_exceeded") from exc
         except QueueFullError as exc:
             raise overloaded(str(exc)) from exc
         except EngineClosedError as exc:
             raise unavailable(str(exc)) from exc
+        if request is not None:
+            request.state.results = [*getattr(request.state, "results", []), results]
+            if self.shadow is not None:
+                self.shadow.offer(model.name, requests, request.state.request_id)
+        return results
 
     def request(self, prompt: list[int], params: SamplingParams, rid: str) -> GenerationRequest:
         return GenerationRequest(prompt, params, rid, self.settings.request_timeout_s)
@@ -144,7 +159,7 @@ class Generation:
     # --- /v1/chat/completions -------------------------------------------------------------------------------------
 
     async def chat(self, body: s.ChatCompletionRequest, request: Request) -> Any:
-        model = self.model(body.model, request)
+        model = self.model(body.model, request, body.user)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         bias = _logit_bias(body, tokenizer)
         try:
@@ -155,7 +170,7 @@ class Generation:
         rid = request.state.request_id
         requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias), f"{rid}-{i}")
                     for i in range(body.n)]
-        results = self.submit(model, requests, "messages")
+        results = self.submit(model, requests, "messages", request)
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
         if body.stream:
             return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt)), results)
@@ -210,7 +225,7 @@ class Generation:
         return prompts
 
     async def completions(self, body: s.CompletionRequest, request: Request) -> Any:
-        model = self.model(body.model, request)
+        model = self.model(body.model, request, body.user)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         prompts = self._prompts(body, tokenizer)
         bias = _logit_bias(body, tokenizer)
@@ -218,7 +233,7 @@ class Generation:
         rid = request.state.request_id
         requests = [self.request(p, _params(body, b, body.top_alternatives, i, bias), f"{rid}-{k * body.n + i}")
                     for k, (p, b) in enumerate(zip(prompts, budgets)) for i in range(body.n)]
-        results = self.submit(model, requests, "prompt")
+        results = self.submit(model, requests, "prompt", request)
         meta = {"id": f"cmpl-{rid}", "model": model.name, "created": int(time.time())}
         prompt_tokens = sum(len(p) for p in prompts)
         if body.stream:
@@ -271,7 +286,7 @@ class Generation:
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
         rid = request.state.request_id
         results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)],
-                              "message")
+                              "message", request)
         done = await self.finished(request, results)
         if done is None:
             return []
@@ -322,7 +337,7 @@ class Generation:
         except PromptError as exc:
             raise APIError(400, str(exc), param="message") from exc
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)], "message")
+        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)], "message", request)
 
 
 async def _disconnected(request: Request) -> None:
@@ -394,8 +409,8 @@ def _batch_chat_body(max_items: int) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [listed, obj]}}}}}
 
 
-def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
-    gen = Generation(pool, settings)
+def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None) -> APIRouter:
+    gen = Generation(pool, shadow)
     router = APIRouter()
 
     @router.get("/v1/models", response_model=s.ModelList)
@@ -403,7 +418,7 @@ def build_router(pool: ModelPool, settings: ServeSettings) -> APIRouter:
         return s.ModelList(data=[
             s.ModelCard(id=m.name, created=m.created, root=m.ref,
                         max_model_len=m.engine.max_model_len if m.engine else None)
-            for m in pool.models.values()
+            for m in pool.public()
         ])
 
     @router.post("/v1/chat/completions", responses=_streamed(s.ChatCompletion))

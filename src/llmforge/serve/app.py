@@ -1,8 +1,9 @@
 """The HTTP shell: `create_app(settings) -> FastAPI`. Generation lives in the engine, routes in `api`.
 
 Operations routes: GET / and /health (liveness, never behind a key), /ready (every model loaded and warmed,
-and not draining), /model_info, /metrics (Prometheus, vLLM names). Middleware, outermost first: request id +
-JSON access log, CORS (only when origins are configured), API keys, body size limit.
+and not draining), /model_info, /metrics (Prometheus, vLLM names). Rollout routes (`rollout`): /v1/feedback,
+/admin/reload. Middleware, outermost first: request id + JSON access log, CORS (only when origins are
+configured), API keys, body size limit, the A/B variant header + event log.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from llmforge import __version__
+from llmforge.serve.ab import SHADOW
 from llmforge.serve.api import build_router
+from llmforge.serve.events import EventLog
 from llmforge.serve.http_errors import APIError, error_response, unavailable, validation_message
 from llmforge.serve.metrics import ServeMetrics
-from llmforge.serve.middleware import ApiKeyAuth, BodyLimit, RequestContext
+from llmforge.serve.middleware import ApiKeyAuth, BodyLimit, RequestContext, ServedBy
 from llmforge.serve.openapi import document
 from llmforge.serve.pool import Loader, ModelPool
+from llmforge.serve.rollout import Reloader, build_rollout_router
 from llmforge.serve.settings import ServeSettings
+from llmforge.serve.shadow import Shadow
 
 __all__ = ["ServeSettings", "create_app"]
 
@@ -92,7 +97,7 @@ def _install_ops(app: FastAPI, pool: ModelPool, metrics: ServeMetrics) -> None:
         if not pool.ready:
             waiting = {m.name: m.error or m.status for m in pool.models.values() if m.status != "ready"}
             raise unavailable(f"not ready: {waiting}", retry_after_s=5)
-        return JSONResponse({"status": "ready", "models": list(pool.models)})
+        return JSONResponse({"status": "ready", "models": pool.names()})
 
     @app.get("/model_info")
     async def model_info() -> dict[str, Any]:
@@ -113,36 +118,47 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     `loader` replaces how a backend is built (tests slow one down); `on_load_error` hears about models that
     failed to load (`serve` uses it to stop with a clear message instead of serving a broken model).
     """
-    metrics = ServeMetrics(lambda: pool.engines())
-    pool = ModelPool(settings, metrics.observe, loader)
+    metrics = ServeMetrics(lambda: [(m.name, m.variant, m.engine) for m in pool.served()
+                                    if m.engine is not None and m.variant != SHADOW])
+    pool = ModelPool(settings, lambda m, stats: metrics.observe(m.name, stats, m.variant), loader)
+    events = EventLog(settings.event_log)
+    shadow = Shadow(pool, events, metrics.shadow, settings.shadow_queue, settings.max_concurrency,
+                    settings.request_timeout_s)
+    reloader = Reloader(pool, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.started = time.monotonic()
         psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
         loading = asyncio.create_task(_load(pool, on_load_error))
+        shadow.start()
         try:
             yield
         finally:
             app.state.draining = True
+            await shadow.stop()
             await asyncio.to_thread(pool.close)  # aborts what is left after uvicorn's graceful wait
             loading.cancel()
+            events.close()
 
     app = FastAPI(title="llmforge", version=__version__, lifespan=lifespan)
     app.state.draining, app.state.started, app.state.pool, app.state.metrics = False, time.monotonic(), pool, metrics
+    app.state.events, app.state.shadow, app.state.reloader = events, shadow, reloader
     _install_errors(app)
     _install_ops(app, pool, metrics)
-    app.include_router(build_router(pool, settings))
-    document(app, list(settings.models), set(settings.public_paths) if settings.api_keys else None)
+    app.include_router(build_router(pool, settings, shadow))
+    app.include_router(build_rollout_router(pool, events, metrics, reloader, admin=bool(settings.api_keys)))
+    document(app, pool.names(), set(settings.public_paths) if settings.api_keys else None)
     # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(ServedBy, record=events.request)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_paths=settings.public_paths)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                           expose_headers=["X-Request-Id", "Retry-After"])
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id", settings.session_header],
+                           expose_headers=["X-Request-Id", "Retry-After", "X-LLMforge-Variant"])
     app.add_middleware(RequestContext)
     return app
 

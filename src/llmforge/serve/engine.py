@@ -416,6 +416,7 @@ class AsyncResults:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Output] = asyncio.Queue()
         self._open = len(requests)
+        self._tokens: dict[int, tuple[int, int]] = {}  # index -> (prompt, completion) tokens, as last seen
         self.handles = engine.submit(requests, self._deliver)
 
     def _deliver(self, out: Output) -> None:  # worker thread
@@ -427,9 +428,14 @@ class AsyncResults:
     async def __aiter__(self) -> AsyncIterator[Output]:
         while self._open:
             out = await self._queue.get()
+            self._tokens[out.index] = (out.prompt_tokens, out.completion_tokens)
             if out.finish_reason is not None:
                 self._open -= 1
             yield out
+
+    def usage(self) -> tuple[int, int]:
+        """(prompt, completion) tokens of the outputs received so far, summed over the requests."""
+        return sum(p for p, _ in self._tokens.values()), sum(c for _, c in self._tokens.values())
 
     async def collect(self) -> list[Completion]:
         results = [Completion() for _ in self.handles]

@@ -1,4 +1,4 @@
-"""Plain ASGI middleware: request ids and JSON access logs, API keys, a body size limit.
+"""Plain ASGI middleware: request ids and JSON access logs, API keys, a body size limit, the A/B variant.
 
 Plain ASGI rather than `BaseHTTPMiddleware`, so streaming responses and disconnect messages pass through
 untouched (a client that goes away must still be seen by the route, which then cancels its generation).
@@ -14,7 +14,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +75,7 @@ class RequestContext:
                 "event": "access", "request_id": rid, "method": scope["method"], "path": scope["path"],
                 "status": status, "duration_ms": round(1e3 * (time.perf_counter() - start), 2),
                 "bytes": sent, "client": (scope.get("client") or ("", 0))[0], "model": state.get("model"),
+                **({"variant": state["variant"]} if state.get("variant") else {}),
             }))
 
 
@@ -147,3 +149,36 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class ServedBy:
+    """Innermost: say which A/B variant served a request (X-LLMforge-Variant, set before the first byte, so on
+    streams too) and record each generation request once its response is over (`record`, the event log)."""
+
+    def __init__(self, app: ASGIApp, record: Callable[[dict[str, Any], str, int, float], None]) -> None:
+        self.app = app
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        status, start = 500, time.perf_counter()
+
+        async def send_with_variant(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if state.get("variant"):
+                    MutableHeaders(scope=message).append("x-llmforge-variant", state["variant"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_variant)
+        finally:
+            if state.get("model"):  # a generation route found its model
+                try:
+                    self.record(state, scope["path"], status, time.perf_counter() - start)
+                except Exception:  # the log is a record of the request, never a reason to fail it
+                    log.exception("could not record request %s", state.get("request_id"))

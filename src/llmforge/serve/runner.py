@@ -5,6 +5,8 @@ On SIGTERM (or Ctrl-C) uvicorn stops accepting connections and lets in-flight re
 period is over, the engines abort whatever is left, so those requests answer 503 with Retry-After themselves
 (a stream ends with an error event) before uvicorn's own, slightly later, deadline would cancel them.
 
+SIGHUP reloads every model without dropping a request (`rollout.Reloader`, as POST /admin/reload does).
+
 Every model is loaded (and warmed) before the port is bound: a missing directory or a corrupt file is a
 one-line error before any uvicorn log, and /health never answers for a server that cannot serve.
 """
@@ -15,6 +17,7 @@ import asyncio
 import json
 import logging
 import math
+import signal
 import sys
 from types import FrameType
 from typing import Any
@@ -83,6 +86,10 @@ def _draining_server(config: Any, app: Any, grace_s: float) -> Any:
             app.state.draining = True  # /ready and new generation requests answer 503 from now on
             super().handle_exit(sig, frame)
 
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            _reload_on_sighup(app)
+
         async def shutdown(self, sockets: Any = None) -> None:
             app.state.draining = True
             timer = asyncio.get_running_loop().call_later(grace_s, _abort_in_flight, app, grace_s)
@@ -92,6 +99,23 @@ def _draining_server(config: Any, app: Any, grace_s: float) -> Any:
                 timer.cancel()
 
     return DrainingServer(config)
+
+
+def _reload_on_sighup(app: Any) -> None:
+    if not hasattr(signal, "SIGHUP"):  # Windows
+        return
+    loop, reloader = asyncio.get_running_loop(), app.state.reloader
+
+    def reload() -> None:
+        log.info("SIGHUP: reloading every model")
+        task = loop.create_task(reloader.on_signal())
+        reloader.drains.add(task)  # held until done, like the drains
+        task.add_done_callback(reloader.drains.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError):  # not the main thread (a server run inside a test): no signals to take
+        log.debug("SIGHUP reload not installed: not on the main thread")
 
 
 def _abort_in_flight(app: Any, grace_s: float) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmforge.errors import ConfigError
 from llmforge.models.chat import template_text
+from llmforge.serve.ab import Rollout
 from llmforge.serve.backends import BACKENDS
 
 
@@ -62,17 +65,41 @@ class ServeSettings(BaseModel):
         "llama-2, mistral, gemma, phi-3, user-assistant, dialogpt) or a Jinja file (vLLM: --chat-template)."
     )
     warmup: bool = Field(True, description="Run one short generation per model before /ready says ready.")
+    ab: dict[str, Rollout] = Field(
+        default_factory=dict,
+        description="A/B-served name -> {variants: {NAME: {model: REF, weight: W}, ...}, shadow: REF}. A request for "
+                    "the name is served by one variant, sticky by `session_header` or the `user` field, else at "
+                    "random by weight; the X-LLMforge-Variant response header says which.",
+    )
+    session_header: str = Field(
+        "X-LLMforge-Session", min_length=1,
+        description="Request header whose value keeps a client on one A/B variant (before the `user` field).",
+    )
+    event_log: Path | None = Field(
+        None, description="Directory for JSONL logs: events.jsonl (each generation request: variant, status, "
+                          "latency, tokens; each feedback) and shadow.jsonl (shadow answers); read by "
+                          "`llmforge ab report`. None: no logs (feedback is still counted in /metrics).",
+    )
+    shadow_queue: int = Field(64, ge=1, description="Requests waiting for a shadow model; beyond it they are "
+                                                    "dropped (counted), never delaying the served answer.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("models")
     @classmethod
     def _some_model(cls, v: dict[str, str]) -> dict[str, str]:
-        if not v:
-            raise ValueError("serve at least one model")
         for name, ref in v.items():
             if not name or not ref:
                 raise ValueError("model names and references must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _names(self) -> ServeSettings:
+        if not self.models and not self.ab:
+            raise ValueError("serve at least one model: give `models` or `ab`")
+        both = sorted(set(self.models) & set(self.ab))
+        if both:
+            raise ValueError(f"'{both[0]}' is both in `models` and in `ab`; a served name is one or the other")
+        return self
 
     @field_validator("backend")
     @classmethod
@@ -90,12 +117,14 @@ class ServeSettings(BaseModel):
 
     @property
     def default_model(self) -> str:
-        return next(iter(self.models))
+        return next(iter([*self.models, *self.ab]))
 
     @classmethod
     def for_models(cls, refs: list[str], names: list[str] | None = None, **fields: object) -> ServeSettings:
         """vLLM's convention: each model is served under its reference unless `--served-model-name` names it."""
         names = names or []
+        if not refs and not fields.get("ab"):
+            raise ConfigError("nothing to serve: give one or more models, or --ab NAME=VARIANT:WEIGHT:REF,...")
         if len(names) > len(refs):
             raise ValueError(f"{len(names)} served model names for {len(refs)} models")
         served = {(names[i] if i < len(names) else ref): ref for i, ref in enumerate(refs)}
