@@ -186,7 +186,8 @@ def export_command(
 
 @app.command("serve")
 def serve_command(
-    models: Annotated[list[str], typer.Argument(help="Model(s) to serve: run dir, model dir, ONNX export, 'demo'.")],
+    models: Annotated[Optional[list[str]], typer.Argument(
+        help="Model(s) to serve: run dir, model dir, ONNX export, 'demo'.")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", envvar="LLMFORGE_API_KEY",
@@ -196,15 +197,26 @@ def serve_command(
     = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="Context length (prompt + completion).")] = None,
     chat_template: ChatTemplateOpt = None,
+    ab: Annotated[Optional[list[str]], typer.Option(
+        "--ab", help="A/B-serve a name: NAME=VARIANT:WEIGHT:REF,VARIANT:WEIGHT:REF (repeatable), e.g. "
+                     "chat=v1:0.8:runs/a,v2:0.2:runs/b; sticky by X-LLMforge-Session or `user`.")] = None,
+    shadow: Annotated[Optional[list[str]], typer.Option(
+        "--shadow", help="NAME=REF: a candidate gets a copy of the A/B name's requests; answers logged, not returned.")]
+    = None,
+    event_log: Annotated[Optional[Path], typer.Option(
+        "--event-log", help="Directory for JSONL request, feedback and shadow logs (read by `llmforge ab report`).")]
+    = None,
     set_: SetOpt = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
     from llmforge.config import apply_overrides, validate
+    from llmforge.serve.ab import ab_flags
     from llmforge.serve.runner import serve
     from llmforge.serve.settings import ServeSettings
 
-    base = ServeSettings.for_models(models, served_model_name, host=host, port=port, api_keys=api_key or [],
-                                    max_model_len=max_model_len, chat_template=chat_template)
+    base = ServeSettings.for_models(models or [], served_model_name, host=host, port=port, api_keys=api_key or [],
+                                    max_model_len=max_model_len, chat_template=chat_template,
+                                    ab=ab_flags(ab or [], shadow or []), event_log=event_log)
     serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
 
 
@@ -225,6 +237,29 @@ def loadtest_command(
 
     show_loadtest(loadtest(url, requests, concurrency, max_tokens=max_tokens, api_key=api_key, stream=stream,
                            model=model))
+
+
+ab_app = typer.Typer(help="A/B rollouts: compare the variants a server split traffic between.", no_args_is_help=True)
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("report")
+def ab_report_command(
+    log: Annotated[Path, typer.Argument(help="The server's --event-log directory, or an events.jsonl file.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Variant to compare with (default: the busiest).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only this A/B-served name.")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level (Bonferroni-split across variants).")] = 0.05,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Latency, error rate and feedback per variant, each compared with the baseline by a significance test."""
+    import json
+
+    from llmforge.serve.ab_report import ab_report
+    from llmforge.serve.events import read_events
+    from llmforge.ui import say
+
+    report = ab_report(read_events(log), alpha=alpha, baseline=baseline, model=model)
+    say(json.dumps(report.to_dict(), indent=2) if json_ else report.markdown())
 
 
 @app.command()
