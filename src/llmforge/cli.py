@@ -184,18 +184,39 @@ def export_command(
     show_export(result.metrics, result.output_dir)
 
 
+def _api_keys_from_file(path: Path) -> list[str]:
+    """One bearer key per line (a mounted secret); blank lines are skipped."""
+    from llmforge.errors import ConfigError
+
+    try:
+        keys = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--api-key-file {path}: cannot read the API key file "
+                          f"({getattr(exc, 'strerror', None) or exc})") from exc
+    if not keys:
+        raise ConfigError(f"--api-key-file {path}: the file holds no key (one bearer key per line)")
+    return keys
+
+
 @app.command("serve")
 def serve_command(
     models: Annotated[Optional[list[str]], typer.Argument(
-        help="Model(s) to serve: run dir, model dir, ONNX export, 'demo'.")] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        envvar="LLMFORGE_MODEL", show_envvar=True,
+        help="Model(s) to serve: run dir, model dir, ONNX export, 'demo' (or LLMFORGE_MODEL, space-separated).")]
+    = None,
+    host: Annotated[str, typer.Option(envvar="LLMFORGE_HOST", help="Interface to bind (0.0.0.0: every interface).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LLMFORGE_PORT", help="TCP port.")] = 8000,
     api_key: Annotated[Optional[list[str]], typer.Option("--api-key", envvar="LLMFORGE_API_KEY",
                        help="Bearer key(s) clients must send (repeatable; or LLMFORGE_API_KEY).")] = None,
-    served_model_name: Annotated[Optional[list[str]], typer.Option("--served-model-name",
-                                 help="Name clients use in `model` (one per model; default: the reference).")]
-    = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="Context length (prompt + completion).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        "--api-key-file", envvar="LLMFORGE_API_KEY_FILE",
+        help="File of bearer keys, one a line (a mounted secret), added to --api-key.")] = None,
+    served_model_name: Annotated[Optional[list[str]], typer.Option(
+        "--served-model-name", envvar="LLMFORGE_SERVED_MODEL_NAME",
+        help="Name clients use in `model` (one per model; default: the reference).")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(envvar="LLMFORGE_MAX_MODEL_LEN",
+                             help="Context length (prompt + completion).")] = None,
     chat_template: ChatTemplateOpt = None,
     ab: Annotated[Optional[list[str]], typer.Option(
         "--ab", help="A/B-serve a name: NAME=VARIANT:WEIGHT:REF,VARIANT:WEIGHT:REF (repeatable), e.g. "
@@ -214,7 +235,8 @@ def serve_command(
     from llmforge.serve.runner import serve
     from llmforge.serve.settings import ServeSettings
 
-    base = ServeSettings.for_models(models or [], served_model_name, host=host, port=port, api_keys=api_key or [],
+    keys = [*(api_key or []), *(_api_keys_from_file(api_key_file) if api_key_file else [])]
+    base = ServeSettings.for_models(models or [], served_model_name, host=host, port=port, api_keys=keys,
                                     max_model_len=max_model_len, chat_template=chat_template,
                                     ab=ab_flags(ab or [], shadow or []), event_log=event_log)
     serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
