@@ -20,6 +20,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, TextIO
 
+from llmforge.errors import LlmforgeError
+
 EVENTS, SHADOW_LOG = "events.jsonl", "shadow.jsonl"
 ID_PREFIXES = ("chatcmpl-", "cmpl-")  # a response id is its request id behind one of these
 
@@ -75,16 +77,19 @@ class EventLog:
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The records of a JSONL event log (a file, or a directory holding events.jsonl); a bad line names itself."""
     path = path / EVENTS if path.is_dir() else path
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise LlmforgeError(f"cannot read the event log {path}: {exc.strerror or exc}") from None
     records = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or "event" not in record:
-                raise ValueError(f"{path}, line {n}: an event needs an 'event' field")
-            records.append(record)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LlmforgeError(f"{path}, line {n}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or "event" not in record:
+            raise LlmforgeError(f"{path}, line {n}: an event needs an 'event' field")
+        records.append(record)
     return records

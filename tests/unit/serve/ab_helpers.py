@@ -35,8 +35,21 @@ class BlockedBackend(FakeBackend):
         return super().prefill(prompts)
 
 
+class GatedBackend(FakeBackend):
+    """Every decode step waits for `gate`: an engine whose requests stay in flight until a test lets them go."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def decode(self, state: Any, tokens: Any) -> Any:
+        assert self.gate.wait(60), "the test never opened the gate"
+        return super().decode(state, tokens)
+
+
 class Loads:
-    """The loader: a new backend per load, remembered in order. 'broken-*' refs raise at load time."""
+    """The loader: a new backend per load, remembered in order. 'unloadable*' refs raise at load time, 'gated*'
+    refs decode only once their gate is open, 'shadow-broken' and 'shadow-blocked' are shadows that fail or hang."""
 
     def __init__(self, tokenizer: Any, step_s: float = 0.001) -> None:
         self.tokenizer, self.step_s = tokenizer, step_s
@@ -46,7 +59,8 @@ class Loads:
     def __call__(self, ref: str, opts: Any, backend: str) -> FakeBackend:
         if ref.startswith("unloadable"):
             raise RuntimeError(f"cannot load {ref}")
-        cls = {"shadow-broken": BrokenBackend, "shadow-blocked": BlockedBackend}.get(ref, FakeBackend)
+        cls = {"shadow-broken": BrokenBackend, "shadow-blocked": BlockedBackend, "gated": GatedBackend}.get(
+            ref.split("-")[0] if ref.startswith("gated") else ref, FakeBackend)
         b = cls(self.tokenizer, step_s=self.step_s, max_model_len=256)
         with self.lock:
             b.info = {"backend": "fake", "ref": ref, "load": len(self.loaded)}
