@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmforge.serve.ab import Rollout
 from llmforge.serve.events import EVENTS, EventLog
-from llmforge.serve.http_errors import APIError, validation_message
+from llmforge.serve.http_errors import APIError, unavailable, validation_message
 from llmforge.serve.metrics import ServeMetrics
 from llmforge.serve.pool import ModelPool
 from llmforge.serve.settings import ServeSettings
@@ -73,6 +73,8 @@ class Reloader:
     async def reload(self, change: ReloadRequest) -> dict[str, Any]:
         if self.lock.locked():
             raise APIError(409, "a reload is already running; try again when it is done", code="reload_running")
+        if any(m.status == "loading" for m in self.pool.models.values()):
+            raise unavailable("the models are still loading; reload once /ready answers 200", retry_after_s=5)
         async with self.lock:
             try:
                 settings, names = plan_reload(self.pool.settings, change)
