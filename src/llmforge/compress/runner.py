@@ -25,7 +25,7 @@ from llmforge.config import ModelConfig, TrainOptions
 from llmforge.errors import LlmforgeError
 from llmforge.models.footprint import stored_weights, weight_file_bytes
 from llmforge.models.loader import load_model
-from llmforge.models.reference import artifact_bytes
+from llmforge.models.reference import artifact_bytes, resolve_model
 from llmforge.progress import Counted, Hooks, Progress, begin
 
 Stage = Callable[[str], None]
@@ -204,10 +204,11 @@ def _compress(cfg: CompressConfig, callbacks: list[Any], stage: Stage, progress:
               fine_tune: FineTune | None) -> StageResult:
     started = time.perf_counter()
     opts = cfg.compress
-    parent, tokenizer = load_model(cfg.model, merge_adapter=True)
+    source = resolve_model(cfg.model.name_or_path)  # a registry reference: its run dir, verified, is the parent
+    parent, tokenizer = load_model(cfg.model, merge_adapter=True, ref=source)
     calib, held_out = _splits(cfg)
     with RunDir(cfg.output_dir, kind="model", command="compress", config=cfg,
-                **lineage(cfg.model.name_or_path, cfg.data)) as run:
+                **lineage(source.run_dir or cfg.model.name_or_path, cfg.data)) as run:
         stage(f"{opts.method}: {opts.variant_name()}")
         if opts.method == "quantize":
             model_dir, facts = _quantize(parent, tokenizer, cfg, run, calib, progress)

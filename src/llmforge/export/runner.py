@@ -25,7 +25,7 @@ from llmforge.export import parity
 from llmforge.export.config import ExportConfig
 from llmforge.models.footprint import weight_file_bytes
 from llmforge.models.loader import load_model
-from llmforge.models.reference import resolve_model
+from llmforge.models.reference import ModelRef, resolve_model
 from llmforge.progress import Hooks, Progress, begin
 
 Stage = Callable[[str], None]
@@ -234,9 +234,9 @@ def _speed(ref: Reference, model_dir: Path, formats: dict[str, Any], run: RunDir
     return base
 
 
-def _model_dir(ref: str) -> Path | None:
+def _model_dir(resolved: ModelRef) -> Path | None:
     """The full model's local directory; None for a LoRA adapter, which export merges on demand."""
-    resolved = resolve_model(ref)
+    ref = resolved.ref
     if resolved.adapter is not None:
         return None
     path = Path(resolved.path)
@@ -245,13 +245,13 @@ def _model_dir(ref: str) -> Path | None:
     return path
 
 
-def _merge_on_demand(cfg: ExportConfig, run: RunDir) -> tuple[Path, dict[str, Any]]:
+def _merge_on_demand(cfg: ExportConfig, run: RunDir, adapter: Path) -> tuple[Path, dict[str, Any]]:
     """Merge the adapter `cfg.model` names into the run's `merged/` (fp32, CPU): exports need the full weights,
     and the merged model stays beside them as the exports' source (GGUF serving takes its tokenizer)."""
     from llmforge.models.merge import merge_adapter
 
     facts = merge_adapter(cfg.model.model_copy(update={"dtype": "float32"}), run.file(MERGED), torch.device("cpu"))
-    return run.staging / MERGED, {"merged_model": MERGED, "adapter": str(Path(cfg.model.name_or_path).resolve()),
+    return run.staging / MERGED, {"merged_model": MERGED, "adapter": str(adapter.resolve()),
                                   "base_model": facts["base_model"]}
 
 
@@ -278,13 +278,14 @@ def export(cfg: ExportConfig, hooks: Hooks | None = None) -> StageResult:
 def _export(cfg: ExportConfig, stage: Stage, progress: Progress | None) -> StageResult:
     _preflight(cfg)
     started = time.perf_counter()
-    model_dir = _model_dir(cfg.model.name_or_path)  # None: an adapter, merged below into the run dir
+    resolved = resolve_model(cfg.model.name_or_path)  # a registry reference: its run dir, verified, is the parent
+    model_dir = _model_dir(resolved)  # None: an adapter, merged below into the run dir
     with RunDir(cfg.output_dir, kind="export", command="export", config=cfg,
-                **lineage(cfg.model.name_or_path, cfg.data)) as run:
+                **lineage(resolved.run_dir or cfg.model.name_or_path, cfg.data)) as run:
         merged: dict[str, Any] = {}
         if model_dir is None:
             stage("merge the LoRA adapter into its base model")
-            model_dir, merged = _merge_on_demand(cfg, run)
+            model_dir, merged = _merge_on_demand(cfg, run, resolved.run_dir or Path(cfg.model.name_or_path))
         source = cfg.model.model_copy(update={"dtype": "float32", "name_or_path": str(model_dir)})
         model, tokenizer = load_model(source, torch.device("cpu"))
         ref = Reference(model, tokenizer, _prompts(cfg, tokenizer), progress)

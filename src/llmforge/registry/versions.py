@@ -158,6 +158,10 @@ def _refuse_unfinished(run_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(run_dir)  # names a missing manifest, and a .partial sibling when there is one
     if not isinstance(manifest.get("files"), dict) or not manifest.get("finished_at"):
         raise LlmforgeError(f"{run_dir / MANIFEST} is incomplete (no 'files' or 'finished_at'): not a finished run")
+    if not any(manifest.get(key) for key in ("model_dir", "adapter_dir", "formats")):  # as models/reference reads it
+        raise LlmforgeError(f"{run_dir} is a '{manifest.get('kind')}' run, which holds no model (no model_dir, "
+                            "adapter_dir or export formats in its manifest); register a train, compress, merge, "
+                            "pull or export run")
     drift = check_files(run_dir, manifest["files"])
     if not drift.ok:
         raise IntegrityError(f"{run_dir} no longer matches its own manifest, so it cannot be registered:\n"

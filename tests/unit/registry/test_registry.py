@@ -186,3 +186,23 @@ def test_without_mlflow_the_error_names_the_extra(tmp_path: Path, monkeypatch: p
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now raises ImportError
     with pytest.raises(MissingExtraError, match=r"pip install 'llmforge\[registry\]'"):
         registry.list_models(f"sqlite:///{tmp_path}/other.db")
+
+
+def test_an_export_run_resolves_to_its_format_and_non_model_runs_are_refused(
+        tmp_path: Path, name: str, registry_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmforge.artifacts import RunDir
+    from llmforge.models.reference import resolve_ref
+
+    with RunDir(tmp_path / "export", kind="export", command="export", config={}) as run:
+        run.file("gguf-q8_0/model-q8_0.gguf").write_bytes(b"GGUF" + b"\0" * 16)  # never loaded
+        run.extra = {"formats": {"gguf-q8_0": "gguf-q8_0/model-q8_0.gguf"}, "source_model": "/models/base"}
+        run.finish({})
+    with RunDir(tmp_path / "data", kind="prepared-dataset", command="prepare", config={}) as run:
+        run.finish({})
+    monkeypatch.setenv(registry.URI_ENV, registry_uri)
+    registry.register(tmp_path / "export", name)
+    resolved = resolve_ref(f"registry:{name}@1")
+    assert (resolved.kind, resolved.format, resolved.ref) == ("gguf", "gguf-q8_0", f"registry:{name}@1")
+    assert resolved.path == str((tmp_path / "export").resolve() / "gguf-q8_0" / "model-q8_0.gguf")
+    with pytest.raises(LlmforgeError, match="is a 'prepared-dataset' run, which holds no model"):
+        registry.register(tmp_path / "data", name)
