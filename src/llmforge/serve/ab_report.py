@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from llmforge.errors import LlmforgeError
+from llmforge.errors import LlmforgeError, require
 
 MIN_SAMPLES = 2
 
@@ -136,8 +136,12 @@ def ab_report(records: list[dict[str, Any]], alpha: float = 0.05, baseline: str 
     return ABReport(variants, comparisons)
 
 
+def _stats() -> Any:
+    return require("scipy.stats", "serve")
+
+
 def _latency(base: VariantStats, v: VariantStats, alpha: float) -> Comparison:
-    from scipy.stats import mannwhitneyu
+    mannwhitneyu = _stats().mannwhitneyu
 
     p = None
     if min(len(base.latencies), len(v.latencies)) >= MIN_SAMPLES:
@@ -147,7 +151,7 @@ def _latency(base: VariantStats, v: VariantStats, alpha: float) -> Comparison:
 
 
 def _errors(base: VariantStats, v: VariantStats, alpha: float) -> Comparison:
-    from scipy.stats import chi2_contingency, fisher_exact
+    chi2_contingency, fisher_exact = _stats().chi2_contingency, _stats().fisher_exact
 
     p = None
     if min(base.requests, v.requests) >= MIN_SAMPLES:
@@ -165,7 +169,7 @@ def _errors(base: VariantStats, v: VariantStats, alpha: float) -> Comparison:
 
 
 def _feedback(base: VariantStats, v: VariantStats, alpha: float) -> Comparison:
-    from scipy.stats import ttest_ind
+    ttest_ind = _stats().ttest_ind
 
     p = None
     if min(len(base.scores), len(v.scores)) >= MIN_SAMPLES:
