@@ -142,5 +142,6 @@ def ab_flags(ab: list[str], shadow: list[str]) -> dict[str, dict[str, object]]:
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"--ab {name}: {where + ': ' if where else ''}{err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"--ab {name}: {where + ': ' if where else ''}{msg}") from None
     return out
