@@ -44,8 +44,10 @@ def client(uri: str) -> Any:
     # An offline tool: MLflow's usage telemetry is off unless the user turned it on.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a 3 kB manifest needs no bar
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a library does not print (server runs)
     mlflow = require("mlflow", "registry")
-    for noisy in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." on stderr
+    # "Creating initial MLflow database tables...", "Waiting up to 300 seconds for model version to finish creation"
+    for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.store.model_registry.abstract_store"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     path = _sqlite_path(uri)
     if path is not None:
