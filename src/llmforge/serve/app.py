@@ -124,7 +124,8 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     events = EventLog(settings.event_log)
     shadow = Shadow(pool, events, metrics.shadow, settings.shadow_queue, settings.max_concurrency,
                     settings.request_timeout_s)
-    reloader = Reloader(pool, metrics)
+    public = set(settings.public_paths) if settings.api_keys else None
+    reloader = Reloader(pool, metrics, on_commit=lambda: document(app, pool.names(), public))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,7 +149,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     _install_ops(app, pool, metrics)
     app.include_router(build_router(pool, settings, shadow))
     app.include_router(build_rollout_router(pool, events, metrics, reloader, admin=bool(settings.api_keys)))
-    document(app, pool.names(), set(settings.public_paths) if settings.api_keys else None)
+    document(app, pool.names(), public)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(ServedBy, record=events.request)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -77,6 +77,9 @@ def build_schema(app: FastAPI, models: list[str], public_paths: set[str] | None)
 
 
 def document(app: FastAPI, models: list[str], public_paths: set[str] | None) -> None:
+    """Serve the schema for these served names (called again after a reload changes them)."""
+    app.openapi_schema = None
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = build_schema(app, models, public_paths)

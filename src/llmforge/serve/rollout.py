@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
@@ -65,8 +66,8 @@ def plan_reload(current: ServeSettings, change: ReloadRequest) -> tuple[ServeSet
 
 
 class Reloader:
-    def __init__(self, pool: ModelPool, metrics: ServeMetrics) -> None:
-        self.pool, self.metrics = pool, metrics
+    def __init__(self, pool: ModelPool, metrics: ServeMetrics, on_commit: Callable[[], None] | None = None) -> None:
+        self.pool, self.metrics, self.on_commit = pool, metrics, on_commit  # on_commit: the app re-documents names
         self.lock = asyncio.Lock()
         self.drains: set[asyncio.Task[None]] = set()
 
@@ -88,6 +89,8 @@ class Reloader:
                 log.error("reload failed, the served models stay: %s", exc)
                 raise APIError(500, f"reload failed, the served models stay: {exc}", code="reload_failed") from exc
             old = self.pool.commit(staged)  # no await between: the swap is atomic for every request
+            if self.on_commit is not None:
+                self.on_commit()
             for model in old:
                 task = asyncio.create_task(asyncio.to_thread(self.pool.drain, model, settings.request_timeout_s))
                 self.drains.add(task)

@@ -87,6 +87,11 @@ def test_a_reload_can_change_the_variants_and_weights(loads: Loads) -> None:
         new = {"variants": {"v1": {"model": "ref-a", "weight": 1}, "v3": {"model": "ref-c", "weight": 1}}}
         r = client.post("/admin/reload", json={"ab": {"chat": new}})
         assert r.status_code == 200, r.text
+        assert client.get("/openapi.json").status_code == 200  # built, then rebuilt after the reload below
+        r = client.post("/admin/reload", json={"models": {"extra": "ref-x"}})
+        assert r.status_code == 200, r.text
+        pinned = client.get("/openapi.json").json()["components"]["schemas"]["CompletionRequest"]["properties"]
+        assert pinned["model"]["enum"] == ["plain", "extra", "chat"]  # a reload's new name is documented
         seen = Counter(complete(client, headers={SESSION: f"s{i}"}).headers["x-llmforge-variant"] for i in range(60))
         assert set(seen) == {"v1", "v3"}, seen
         assert served_by(client, "plain") == ["plain-ref"]  # not named: not reloaded
