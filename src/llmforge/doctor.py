@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lmeval": ("lm_eval",),
     "tune": ("optuna",),
     "tracking": ("tensorboard",),
+    "registry": ("mlflow", "sqlalchemy", "alembic"),
     "dev": ("pytest", "hypothesis"),
 }
 
