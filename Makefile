@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-real test test-integration test-slow test-real test-all demo-base clean pull llama-cpp
+.PHONY: install demo demo-real test test-integration test-slow test-real test-all test-container demo-base clean pull llama-cpp
 
 install: $(STAMP)
 
@@ -70,6 +70,14 @@ pull: install
 # Real-model tier: pulls SmolLM2 (skipped, with the reason, when it cannot), serves it, asks the openai client.
 test-real: install
 	$(call pytest_tier,-m real)
+
+# The CPU image (deploy/Dockerfile) built with buildah on a debootstrapped Debian base (no Docker daemon, no image
+# registry) and run: /health, chat, metrics, the HEALTHCHECK command. Needs root; installs buildah and debootstrap
+# from Debian when missing. The base's root fs is cached under ~/.cache/llmforge/container (timings: README, Deploy).
+test-container: install
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; }
+	$(call pytest_tier,-m container -s tests/deploy)
 
 # Rebuild the embedded demo model from scratch (tokenizer + pretraining on the stdlib, ~70 min on 2 cores).
 demo-base: install
