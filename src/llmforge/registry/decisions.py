@@ -1,8 +1,9 @@
 """Every decision on a registered model (register, promote, rollback), kept in the registry as numbered tags.
 
-Each decision is one tag on the MLflow registered model, `llmforge.decision.000001` = {"action", "alias",
-"version", "previous", "by", "at", "reason"}, so the alias history (who moved which alias, when, why) lives
-beside the aliases and any MLflow client can read it.
+Each decision is one tag on the MLflow registered model, `llmforge.decision.<ns since 1970>-<random>` =
+{"action", "alias", "version", "previous", "by", "at", "reason"}, so the alias history (who moved which alias, when,
+why) lives beside the aliases and any MLflow client can read it. Keys sort by time and never collide, so two people
+deciding at once both keep their record; a decision's number is its place in that order.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-from dataclasses import asdict, dataclass
+import secrets
+import time
+from dataclasses import dataclass
 
 from llmforge.registry.store import client
 
@@ -38,18 +41,24 @@ def user() -> str:
         return "unknown"
 
 
+def _tagged(name: str, uri: str) -> dict[str, Decision]:
+    """{tag key: decision}, oldest first."""
+    tags = client(uri).get_registered_model(name).tags
+    found = sorted((key, value) for key, value in tags.items() if key.startswith(TAG))
+    return {key: Decision(number, **json.loads(value)) for number, (key, value) in enumerate(found, 1)}
+
+
 def history(name: str, uri: str) -> list[Decision]:
     """The decisions on `name`, oldest first."""
-    tags = client(uri).get_registered_model(name).tags
-    found = [Decision(**json.loads(value)) for key, value in tags.items() if key.startswith(TAG)]
-    return sorted(found, key=lambda d: d.number)
+    return list(_tagged(name, uri).values())
 
 
 def record(name: str, action: str, alias: str | None, version: int, previous: int | None, reason: str | None,
            uri: str) -> Decision:
     """Append a decision to `name`'s history."""
-    number = max((d.number for d in history(name, uri)), default=0) + 1
-    decision = Decision(number, action, alias, version, previous, user(),
-                        dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), (reason or None))
-    client(uri).set_registered_model_tag(name, f"{TAG}{number:06d}", json.dumps(asdict(decision)))
-    return decision
+    at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    fields = {"action": action, "alias": alias, "version": version, "previous": previous, "by": user(), "at": at,
+              "reason": (reason or "")[:1000] or None}  # a tag value, kept short
+    key = f"{TAG}{time.time_ns():020d}-{secrets.token_hex(4)}"
+    client(uri).set_registered_model_tag(name, key, json.dumps(fields))
+    return _tagged(name, uri)[key]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llmforge.errors import LlmforgeError
 from llmforge.registry.decisions import Decision, history, record
-from llmforge.registry.store import client, registry_uri
+from llmforge.registry.store import client, registry_errors, registry_uri
 from llmforge.registry.versions import IntegrityError, registered_model, verify
 
 ALIASES = ("production", "staging")
@@ -30,6 +30,7 @@ def _set(name: str, alias: str, version: int, action: str, reason: str | None, u
     return record(name, action, alias, version, int(previous) if previous is not None else None, reason, uri)
 
 
+@registry_errors
 def promote(name: str, version: int | str, to: str = "production", *, reason: str | None = None,
             uri: str | None = None) -> Decision:
     """Point alias `to` (production | staging) at `version` of `name`, after verifying its files."""
@@ -54,6 +55,7 @@ def alias_stack(decisions: list[Decision], alias: str, current: int | None) -> l
     return stack
 
 
+@registry_errors
 def rollback(name: str, alias: str = "production", *, reason: str | None = None,
              uri: str | None = None) -> Decision:
     """Point `alias` back at the version that held it before the current one."""

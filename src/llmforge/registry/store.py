@@ -9,13 +9,16 @@ imported only here and only when a registry is used.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmforge.errors import LlmforgeError, require
 
+F = TypeVar("F", bound=Callable[..., Any])
 URI_ENV = "LLMFORGE_REGISTRY_URI"
 EXPERIMENT = "llmforge-registry"  # the MLflow experiment holding one run per registered version
 
@@ -45,6 +48,9 @@ def client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a 3 kB manifest needs no bar
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a library does not print (server runs)
+    # An unreachable server: MLflow's defaults (7 retries, exponential backoff, 120 s timeout) wait minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     mlflow = require("mlflow", "registry")
     # "Creating initial MLflow database tables...", "Waiting up to 300 seconds for model version to finish creation"
     for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.store.model_registry.abstract_store"):
@@ -73,3 +79,23 @@ def experiment_id(uri: str) -> str:
 def mlflow_error() -> type[Exception]:
     """MLflow's exception class (for `except`), imported lazily like the rest."""
     return require("mlflow.exceptions", "registry").MlflowException
+
+
+def registry_errors(func: F) -> F:
+    """Turn an MLflow failure inside `func` (a server that does not answer, a refused request) into one error
+    naming the registry; `func` takes the registry URI as its `uri` argument."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LlmforgeError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ != "MlflowException":
+                raise
+            uri = registry_uri(signature.bind(*args, **kwargs).arguments.get("uri"))
+            raise LlmforgeError(f"the model registry at {uri} failed: {getattr(exc, 'message', exc)}") from exc
+
+    return wrapper  # type: ignore[return-value]

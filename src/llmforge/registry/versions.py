@@ -20,7 +20,7 @@ from llmforge.artifacts import CONFIG, MANIFEST, METRICS, read_manifest, sha256_
 from llmforge.errors import LlmforgeError
 from llmforge.registry.decisions import Decision, history, record, user
 from llmforge.registry.integrity import Drift, check_files
-from llmforge.registry.store import client, experiment_id, mlflow_error, registry_uri
+from llmforge.registry.store import client, experiment_id, mlflow_error, registry_errors, registry_uri
 
 PREFIX = "registry:"
 DEFAULT_ALIAS = "production"
@@ -135,6 +135,7 @@ def _model_version(name: str, selector: str, uri: str) -> Any:
     return client(uri).get_model_version(name, str(model.aliases[selector]))
 
 
+@registry_errors
 def version_info(name: str, selector: str | int = DEFAULT_ALIAS, uri: str | None = None) -> VersionInfo:
     """The version `selector` (a number or an alias) of `name`."""
     uri = registry_uri(uri)
@@ -169,6 +170,7 @@ def _refuse_unfinished(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+@registry_errors
 def register(run_dir: str | Path, name: str, *, description: str | None = None,
              uri: str | None = None) -> VersionInfo:
     """Register the finished run directory `run_dir` as the next version of `name` (created on first use)."""
@@ -223,6 +225,7 @@ def _registration_run(run_dir: Path, manifest: dict[str, Any], digest: str, name
     return run_id
 
 
+@registry_errors
 def registered_manifest(info: VersionInfo, uri: str | None = None) -> dict[str, Any]:
     """The manifest as it was registered: the run directory's own when it still hashes to the pinned sha256, else
     the copy kept in the registry."""
@@ -234,6 +237,7 @@ def registered_manifest(info: VersionInfo, uri: str | None = None) -> dict[str, 
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+@registry_errors
 def verify(name: str, selector: str | int = DEFAULT_ALIAS, uri: str | None = None) -> Verification:
     """Re-hash the version's run directory against the manifest it was registered with; name every changed,
     missing and added file (manifest.json included)."""
@@ -244,6 +248,7 @@ def verify(name: str, selector: str | int = DEFAULT_ALIAS, uri: str | None = Non
     return Verification(info, check_files(info.run_dir, files, info.manifest_sha256))
 
 
+@registry_errors
 def resolve(ref: str, uri: str | None = None) -> Path:
     """The run directory `ref` ('registry:NAME[@VERSION|@ALIAS]') points at, after verifying it; a version whose
     files changed is refused, naming them."""
@@ -267,6 +272,7 @@ class ModelInfo:
     decisions: tuple[Decision, ...]
 
 
+@registry_errors
 def model_info(name: str, uri: str | None = None) -> ModelInfo:
     uri = registry_uri(uri)
     model = registered_model(name, uri)
@@ -274,6 +280,7 @@ def model_info(name: str, uri: str | None = None) -> ModelInfo:
     return ModelInfo(name, versions, {a: int(v) for a, v in model.aliases.items()}, tuple(history(name, uri)))
 
 
+@registry_errors
 def list_models(uri: str | None = None) -> list[ModelInfo]:
     """Every registered model (llmforge's and any other in the same MLflow registry)."""
     uri = registry_uri(uri)

@@ -206,3 +206,29 @@ def test_an_export_run_resolves_to_its_format_and_non_model_runs_are_refused(
     assert resolved.path == str((tmp_path / "export").resolve() / "gguf-q8_0" / "model-q8_0.gguf")
     with pytest.raises(LlmforgeError, match="is a 'prepared-dataset' run, which holds no model"):
         registry.register(tmp_path / "data", name)
+
+
+def test_an_unreachable_server_is_one_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the default (2 retries) waits ~6 s
+    uri = f"http://127.0.0.1:{port}"
+    with pytest.raises(LlmforgeError, match=rf"the model registry at {uri} failed: .*Connection refused"):
+        registry.list_models(uri)
+
+
+def test_the_alias_stack_replays_promotions_and_rollbacks() -> None:
+    from llmforge.registry.promote import alias_stack
+
+    def d(action: str, version: int, alias: str = "production") -> registry.Decision:
+        return registry.Decision(0, action, alias, version, None, "me", "2026-12-02T00:00:00+00:00")
+
+    decisions = [d("register", 1, None), d("promote", 1), d("promote", 2, "staging"), d("promote", 2), d("promote", 3),
+                 d("rollback", 2)]
+    assert alias_stack(decisions, "production", 2) == [1, 2]
+    assert alias_stack(decisions, "staging", 2) == [2]
+    assert alias_stack(decisions, "production", 5) == [1, 2, 5]  # moved to 5 outside llmforge (MLflow's UI)
+    assert alias_stack([], "production", None) == []
