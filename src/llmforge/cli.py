@@ -524,10 +524,10 @@ def registry_promote(ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
                      to: Annotated[str, typer.Option("--to", help="production | staging")] = "production",
                      reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None) -> None:
     """Point an alias at a version, after verifying its files."""
-    from llmforge.registry import parse_ref, promote
+    from llmforge.registry import promote
     from llmforge.ui_registry import show_decision
 
-    name, version = parse_ref(ref if "@" in ref else f"{ref}@")
+    name, _, version = ref.removeprefix("registry:").partition("@")
     show_decision(promote(name, version, to, reason=reason, uri=registry_uri), name)
 
 
