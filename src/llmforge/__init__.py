@@ -4,6 +4,7 @@ Public Python API (each stage: a typed config in, a `StageResult(output_dir, met
 
     from llmforge import ModelConfig, PrepareConfig, TrainConfig, EvalConfig, CompressConfig, ExportConfig
     from llmforge import PipelineConfig, load_config, prepare, train, evaluate, compress, export, serve, run, load
+    from llmforge import retrain   # continuous training: a candidate on old + new data, promoted past a gate
 
 Importing llmforge loads no model and imports no heavy library until one of these is called.
 """
@@ -23,6 +24,7 @@ _API = {
     "serve": ("llmforge.serve.runner", "serve"),
     "ServeSettings": ("llmforge.serve.settings", "ServeSettings"),
     "run": ("llmforge.pipeline", "run"),
+    "retrain": ("llmforge.retrain", "retrain"),
     "load": ("llmforge.models.loader", "load_model"),
     "pull": ("llmforge.models.pull", "pull"),
     "PullConfig": ("llmforge.models.pull", "PullConfig"),

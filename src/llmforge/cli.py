@@ -299,6 +299,29 @@ def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: Se
 
 
 @app.command()
+def retrain(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML with a `retrain:` section (configs/retrain.yaml).")],
+    data: Annotated[list[str], typer.Option("--data", help="New records: file, glob or datasets dir (repeatable).")],
+    from_: Annotated[Optional[str], typer.Option("--from", help="production | base (retrain.from)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for this retrain's runs "
+                      "(default OUTPUT_DIR/retrain/<UTC time>).")] = None,
+    registry_uri: Annotated[Optional[str], typer.Option(
+        "--registry-uri", envvar="LLMFORGE_REGISTRY_URI", show_envvar=True,
+        help="MLflow registry (sqlite:///FILE, http://server:5000); default $LLMFORGE_HOME/registry/mlflow.db.")]
+    = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune production (or its base) on its old data plus --data, score both on one held-out set, register the
+    candidate and promote it only if `retrain.gate` passes; the decision goes to the registry and decision/."""
+    from llmforge.retrain import retrain as run_retrain
+    from llmforge.ui import hooks
+    from llmforge.ui_registry import show_retrain
+
+    cfg = _config(config, set_, retrain__from=from_)
+    show_retrain(run_retrain(cfg, data, hooks(), output=output, registry_uri=registry_uri))
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where the demo writes its runs.")] = Path("runs/demo"),
     set_: SetOpt = None,

@@ -18,6 +18,7 @@ from llmforge.data.config import DataConfig
 from llmforge.eval.config import EvalConfig, EvalOptions
 from llmforge.export.config import ExportConfig, ExportOptions
 from llmforge.prepare.config import PrepareConfig
+from llmforge.registry.gate import RetrainOptions
 from llmforge.train.config import TrainConfig
 
 
@@ -35,6 +36,10 @@ class PipelineConfig(Section):
     )
     export: ExportOptions = Field(
         default_factory=ExportOptions, description="Deployment formats of the fine-tuned model, parity-checked."
+    )
+    retrain: RetrainOptions = Field(
+        default_factory=RetrainOptions, description="`llmforge retrain`: the registered model, the data mix and "
+        "the promotion gate (`llmforge run` does not read it)."
     )
 
 

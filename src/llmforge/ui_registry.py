@@ -55,3 +55,18 @@ def show_verification(checked: Any) -> None:
     else:
         say(f"MODIFIED: {v.ref} ({v.run_dir}) differs from the manifest it was registered with:\n"
             f"{checked.drift.describe()}")
+
+
+def show_retrain(result: Any) -> None:
+    """A retrain's gate, line by line, and the decision it led to."""
+    m = result.metrics
+    rows = [{"gate line": line["line"], "passed": line["passed"], "detail": line["detail"]}
+            for line in m["gate"]["lines"]]
+    show(table(f"{m['registry']}: {m['candidate']['ref']} against {m['production']['ref']}", rows))
+    if m["promoted"]:
+        say(f"promoted: {m['registry']} production -> version {m['candidate']['version']} "
+            f"(was {m['production']['version']})")
+    else:
+        say(f"not promoted: {m['registry']} production stays version {m['production']['version']}; "
+            f"{m['candidate']['ref']} is registered, refused ({', '.join(m['gate']['failed']) or m['reason']})")
+    say(f"decision recorded in the registry (#{m['decision']['number']}) and in {result.output_dir / 'metrics.json'}")

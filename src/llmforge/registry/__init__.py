@@ -14,7 +14,7 @@ command accepts (`llmforge.models.reference`). The store: $LLMFORGE_REGISTRY_URI
 
 from llmforge.registry.decisions import Decision
 from llmforge.registry.integrity import Drift, check_files
-from llmforge.registry.promote import ALIASES, promote, rollback
+from llmforge.registry.promote import ALIASES, promote, refuse, rollback
 from llmforge.registry.store import URI_ENV, registry_uri
 from llmforge.registry.versions import (
     PREFIX,
@@ -33,4 +33,4 @@ from llmforge.registry.versions import (
 
 __all__ = ["ALIASES", "PREFIX", "URI_ENV", "Decision", "Drift", "IntegrityError", "ModelInfo", "Verification",
            "VersionInfo", "check_files", "list_models", "model_info", "parse_ref", "promote", "register",
-           "registry_uri", "resolve", "rollback", "verify", "version_info"]
+           "refuse", "registry_uri", "resolve", "rollback", "verify", "version_info"]

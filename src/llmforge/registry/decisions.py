@@ -25,7 +25,7 @@ class Decision:
     """One recorded decision. `previous`: the version the alias pointed at before (None: it was unset)."""
 
     number: int
-    action: str  # register | promote | rollback
+    action: str  # register | promote | rollback | refuse (a retrain gate kept the version out)
     alias: str | None
     version: int
     previous: int | None

@@ -1,4 +1,5 @@
-"""Move the `production` and `staging` aliases: promote a verified version, roll back to the one before.
+"""Move the `production` and `staging` aliases: promote a verified version, roll back to the one before; record a
+refusal (a candidate a retrain gate kept out), which moves no alias.
 
 Rollback replays the recorded decisions for the alias as a stack (promote pushes, rollback pops), so repeated
 rollbacks walk back through every version that held the alias, and never forward again.
@@ -28,6 +29,14 @@ def _set(name: str, alias: str, version: int, action: str, reason: str | None, u
     previous = registered_model(name, uri).aliases.get(alias)
     client(uri).set_registered_model_alias(name, alias, str(version))
     return record(name, action, alias, version, int(previous) if previous is not None else None, reason, uri)
+
+
+@registry_errors
+def refuse(name: str, version: int, against: int | None, *, reason: str | None = None,
+           uri: str | None = None) -> Decision:
+    """Record that `version` was not promoted (a retrain's gate refused it): no alias moves; `previous` is the
+    production version it was compared with."""
+    return record(name, "refuse", None, int(version), against, reason, registry_uri(uri))
 
 
 @registry_errors

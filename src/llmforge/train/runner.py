@@ -181,7 +181,9 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
         tokenizer.chat_template = (Path(cfg.data) / template).read_text(encoding="utf-8")
     model.config.use_cache = False  # required for packed samples to stay separate
     model = apply_method(model, cfg.train)
-    with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, **lineage(data=cfg.data),
+    # The model trained from is a parent when it is a run (a registry version's, verified), beside the data.
+    start = resolve_model(cfg.model.name_or_path).run_dir
+    with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, **lineage(start, cfg.data),
                 keep_partial=resume or launched, resumable="checkpoints") as run:
         start_from = _resume_point(run, resume)
         guard = Guard()
