@@ -40,7 +40,9 @@ def mix_prepared(old: Path, new: Path, output_dir: Path, old_fraction: float = 1
                             "prepare it with the old data's data.chat_template")
     old_train = load_split(old, "train")
     keep = min(len(old_train), old_records if old_records is not None else share(len(old_train), old_fraction))
-    parts = {"train": [old_train.shuffle(seed=seed).select(range(keep)), load_split(new, "train")]}
+    # In memory: `datasets` would otherwise write the shuffle's index cache into the old run, changing its files.
+    sample = old_train.shuffle(seed=seed, keep_in_memory=True).select(range(keep), keep_in_memory=True)
+    parts = {"train": [sample, load_split(new, "train")]}
     parts |= {split: [load_split(old, split), load_split(new, split)] for split in ("validation", "test")}
     digest = hashlib.sha256("\n".join([str(manifests[old].get("dataset_fingerprint")),
                                        str(manifests[new].get("dataset_fingerprint")), str(keep), str(seed)]).encode())

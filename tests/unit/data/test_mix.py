@@ -8,6 +8,7 @@ from pathlib import Path
 from llmforge.artifacts import read_manifest
 from llmforge.data.mix import mix_prepared
 from llmforge.data.splits import load_split
+from llmforge.registry.integrity import check_files
 
 
 def _rows(prepared: Path, split: str) -> list[tuple[int, ...]]:
@@ -30,5 +31,6 @@ def test_mix_keeps_a_seeded_share_of_old_training_records_and_all_held_out(prepa
     again = mix_prepared(prepared, prepared, tmp_path / "again", old_fraction=0.25, seed=3)
     assert _rows(again.output_dir, "train") == train  # the same seed, the same sample
     assert read_manifest(again.output_dir)["dataset_fingerprint"] == manifest["dataset_fingerprint"]
+    assert check_files(prepared, read_manifest(prepared)["files"]).ok  # the inputs are read, never written to
     counted = mix_prepared(prepared, prepared, tmp_path / "counted", old_records=5)
     assert counted.metrics["old_train_kept"] == 5 and len(_rows(counted.output_dir, "train")) == 5 + len(old_train)
