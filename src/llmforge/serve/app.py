@@ -2,8 +2,8 @@
 
 Operations routes: GET / and /health (liveness, never behind a key), /ready (every model loaded and warmed,
 and not draining), /model_info, /metrics (Prometheus, vLLM names). Rollout routes (`rollout`): /v1/feedback,
-/admin/reload. Middleware, outermost first: request id + JSON access log, CORS (only when origins are
-configured), API keys, body size limit, the A/B variant header + event log.
+/admin/reload. Middleware, outermost first: request id + JSON access log + `http_requests_total`, CORS (only when
+origins are configured), API keys, body size limit, the A/B variant header + event log.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-Id", settings.session_header],
                            expose_headers=["X-Request-Id", "Retry-After", "X-LLMforge-Variant"])
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, count=metrics.response)
     return app
 
 

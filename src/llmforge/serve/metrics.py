@@ -8,6 +8,12 @@ Every series carries `model_name` (the served name a client asks for) and `varia
 model served alone, which Prometheus reads as no label, so a query written for vLLM matches unchanged). Ours,
 beside vLLM's: `llmforge:feedback_score` (scores posted to /v1/feedback), `llmforge:shadow_requests`
 {outcome: completed, failed, dropped} and `llmforge:reloads` {outcome: ok, failed}.
+
+HTTP responses are `http_requests_total{method, handler, status}`: the series vLLM's own server exports through
+prometheus-fastapi-instrumentator, so its name, labels and `handler="none"` for a path no route matches are that
+library's. One difference: `status` is the exact code ("413", "429"), as with the instrumentator's
+`should_group_status_codes=False`, because the error panels need to tell a bad key from a full queue; select a class
+with `status=~"4.."`.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class ServeMetrics:
                               "(completed, failed, dropped: its queue was full).", ["model_name", "outcome"],
                               registry=r)
         self.reloads = Counter("llmforge:reloads", "Model reloads, by outcome (ok, failed).", ["outcome"], registry=r)
+        self.http = Counter("http_requests", "HTTP responses by method, route template and status code.",
+                            ["method", "handler", "status"], registry=r)
         r.register(_EngineGauges(engines))  # type: ignore[arg-type]
 
     def observe(self, model: str, s: RequestStats, variant: str = "") -> None:
@@ -94,6 +102,10 @@ class ServeMetrics:
         if s.finished is not None:
             self.e2e.labels(*at).observe(s.finished - s.arrival)
         self.success.labels(*at, s.finish_reason or "unknown").inc()
+
+    def response(self, method: str, handler: str, status: int) -> None:
+        """One HTTP response, counted as it starts (the middleware calls this for every request)."""
+        self.http.labels(method, handler, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,5 @@
-"""Plain ASGI middleware: request ids and JSON access logs, API keys, a body size limit, the A/B variant.
+"""Plain ASGI middleware: request ids, JSON access logs and response counts, API keys, a body size limit, the A/B
+variant.
 
 Plain ASGI rather than `BaseHTTPMiddleware`, so streaming responses and disconnect messages pass through
 untouched (a client that goes away must still be seen by the route, which then cancels its generation).
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmforge.serve.http_errors import RETRY_AFTER_S, error_response
@@ -25,13 +27,35 @@ from llmforge.serve.http_errors import RETRY_AFTER_S, error_response
 access_log = logging.getLogger("llmforge.serve.access")
 log = logging.getLogger("llmforge.serve")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # a caller's id is kept only if it is safe to log and echo
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "none"  # the handler label of a path no route matches (prometheus-fastapi-instrumentator's)
+
+
+def _routes(app: Any) -> Iterable[Any]:
+    routes = getattr(app, "routes", ())
+    try:  # newer FastAPI keeps an included router as one nested entry; this yields the routes inside it
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return routes
+    return iter_route_contexts(routes)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route as declared ("/v1/models"), never the raw path, so a scan of random paths adds no series."""
+    route = scope.get("route")  # set by the router; absent when a middleware answered first (401, 413)
+    if route is None:
+        # PARTIAL: the path with another method, which the router answers with 405 under that route
+        route = next((r for r in _routes(scope.get("app")) if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", None) or UNMATCHED
 
 
 class RequestContext:
-    """Outermost: give every request an id (the caller's X-Request-Id when sane), echo it, log one JSON line."""
+    """Outermost: give every request an id (the caller's X-Request-Id when sane), echo it, log one JSON line, and
+    `count` each response (method, route template, status) as it starts, so streams and refusals count too."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, count: Callable[[str, str, int], None] | None = None) -> None:
         self.app = app
+        self.count = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,6 +72,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 MutableHeaders(scope=message).append("x-request-id", rid)
+                if self.count is not None:
+                    method = scope["method"] if scope["method"] in METHODS else "other"
+                    self.count(method, route_template(scope), status)
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

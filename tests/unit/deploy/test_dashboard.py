@@ -102,7 +102,7 @@ def test_every_dashboard_query_uses_exported_metrics(path: Path, scraped: dict[s
         carried = set().union(*(scraped[n] for n in metrics))
         assert labels <= carried, f"{path.name}: labels {labels - carried} not on {metrics} ({expr})"
         used |= metrics
-    # The panels the deployment needs: traffic, failures, TTFT and e2e percentiles, load, tokens/s.
+    # The panels the deployment needs: traffic, failures, TTFT and e2e percentiles, load, tokens/s, HTTP errors.
     assert {"vllm:request_success_total", "vllm:time_to_first_token_seconds_bucket",
             "vllm:e2e_request_latency_seconds_bucket", "vllm:num_requests_running", "vllm:num_requests_waiting",
-            "vllm:generation_tokens_total"} <= used
+            "vllm:generation_tokens_total", "http_requests_total"} <= used
