@@ -72,8 +72,9 @@ test-real: install
 	$(call pytest_tier,-m real)
 
 # The CPU image (deploy/Dockerfile) built with buildah on a debootstrapped Debian base (no Docker daemon, no image
-# registry) and run: /health, chat, metrics, the HEALTHCHECK command. Needs root; installs buildah and debootstrap
-# from Debian when missing. The base's root fs is cached under ~/.cache/llmforge/container (timings: README, Deploy).
+# registry) and run: /health, chat, metrics, the HEALTHCHECK command, a registry:NAME@production model. Needs root;
+# installs buildah and debootstrap from Debian when missing. The base's root fs is cached under
+# ~/.cache/llmforge/container (timings: README, Deploy).
 test-container: install
 	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; }

@@ -2,7 +2,8 @@
 test-container): deploy/debian-base.sh debootstraps Debian bookworm (Python 3.11) into a local base image (cached
 under ~/.cache/llmforge/container), buildah builds the Dockerfile on it with BASE_IMAGE set, pip taking its packages
 from this machine's own pip settings (local mirrors mounted into the build), and the image's entrypoint serves the
-embedded demo model, and the same model from a read-only /models mount, on loopback.
+embedded demo model, the same model from a read-only /models mount, and `registry:demo@production` (registered and
+promoted inside the image, in an MLflow SQLite store: the `registry` extra), on loopback.
 
 Needs root, buildah and debootstrap (Debian packages); skipped, with the reason, without them. Timings are printed.
 """
@@ -34,6 +35,19 @@ IMAGE = "localhost/llmforge:cpu-test"
 KEY = "container-test-key"
 ENV = {**os.environ, "STORAGE_DRIVER": os.environ.get("STORAGE_DRIVER", "vfs"), "BUILDAH_ISOLATION": "chroot"}
 TIMINGS: dict[str, float] = {}
+# Run inside the image as its user: the demo model as a finished run, registered and promoted to production.
+REGISTER = """
+import shutil, sys
+from pathlib import Path
+from llmforge import registry
+from llmforge.artifacts import RunDir
+from llmforge.models.reference import DEMO_DIR
+with RunDir(Path(sys.argv[1]) / "runs" / "demo", kind="model", command="test", config={}) as run:
+    shutil.copytree(DEMO_DIR, run.file("model"))
+    run.extra = {"model_dir": "model"}
+    path = run.finish({})
+registry.promote("demo", registry.register(path, "demo").version, to="production")
+"""
 
 
 def _missing() -> str | None:
@@ -140,14 +154,22 @@ def server(image: str, config: dict[str, Any], tmp_path_factory: pytest.TempPath
     for path in [tmp / "api_key", *(tmp / "models").rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's user (10001)
     (tmp / "models").chmod(0o755)
+    (tmp / "registry").mkdir()
+    os.chown(tmp / "registry", 10001, 10001)  # written by the image's user
     container = _run(["buildah", "from", image]).stdout.strip()
+    store = "--env=LLMFORGE_REGISTRY_URI=sqlite:////registry/mlflow.db"
+    t0 = time.monotonic()
+    _run(["buildah", "run", "--isolation", "chroot", store, f"-v={tmp / 'registry'}:/registry", container, "--",
+          "python", "-c", REGISTER, "/registry"], timeout=600)
+    TIMINGS["register + promote in the image"] = time.monotonic() - t0
     port = _free_port()
     # The chroot isolation shares this machine's network: bind loopback here (the image says 0.0.0.0).
     env = {"LLMFORGE_HOST": "127.0.0.1", "LLMFORGE_PORT": str(port), "LLMFORGE_API_KEY_FILE": "/run/secrets/api_key",
-           "LLMFORGE_MODEL": "demo /models/demo-base", "LLMFORGE_SERVED_MODEL_NAME": "demo mounted"}
-    cmd = ["buildah", "run", "--isolation", "chroot", *[f"--env={k}={v}" for k, v in env.items()],
-           f"-v={tmp / 'api_key'}:/run/secrets/api_key:ro", f"-v={tmp / 'models'}:/models:ro", container, "--",
-           *config["Entrypoint"]]
+           "LLMFORGE_MODEL": "demo /models/demo-base registry:demo@production",
+           "LLMFORGE_SERVED_MODEL_NAME": "demo mounted registered"}
+    cmd = ["buildah", "run", "--isolation", "chroot", store, *[f"--env={k}={v}" for k, v in env.items()],
+           f"-v={tmp / 'api_key'}:/run/secrets/api_key:ro", f"-v={tmp / 'models'}:/models:ro",
+           f"-v={tmp / 'registry'}:/registry", container, "--", *config["Entrypoint"]]
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
@@ -184,7 +206,7 @@ def test_serves_over_http(server: dict) -> None:
     assert _http(f"{base}/health")[0] == 200  # liveness needs no key
     chat = {"model": "mounted", "max_tokens": 8, "messages": [{"role": "user", "content": "def add(a, b):"}]}
     assert _http(f"{base}/v1/chat/completions", chat)[0] == 401
-    for model in ("demo", "mounted"):
+    for model in ("demo", "mounted", "registered"):
         status, text = _http(f"{base}/v1/chat/completions", {**chat, "model": model}, key=KEY)
         assert status == 200, text
         reply = json.loads(text)
@@ -192,6 +214,12 @@ def test_serves_over_http(server: dict) -> None:
         assert isinstance(reply["choices"][0]["message"]["content"], str)
     status, metrics = _http(f"{base}/metrics", key=KEY)
     assert status == 200 and 'vllm:e2e_request_latency_seconds_count{model_name="mounted"' in metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counted = {(s.labels["method"], s.labels["handler"], s.labels["status"]): s.value
+               for f in text_string_to_metric_families(metrics) for s in f.samples if s.name == "http_requests_total"}
+    assert counted[("POST", "/v1/chat/completions", "401")] == 1, counted  # refused before routing
+    assert counted[("POST", "/v1/chat/completions", "200")] == 3, counted
 
 
 def test_healthcheck_and_user_inside(server: dict, config: dict[str, Any]) -> None:

@@ -69,10 +69,12 @@ def test_images_install_the_extras_they_use() -> None:
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    for name, needed in (("Dockerfile", {"serve", "gguf"}), ("Dockerfile.cuda", {"serve", "gpu", "gguf"})):
+    for name, needed in (("Dockerfile", {"serve", "gguf", "registry"}),
+                         ("Dockerfile.cuda", {"serve", "gpu", "gguf", "registry"})):
         text = (ROOT / "deploy" / name).read_text()
         wanted = set(re.search(r"llmforge-\*\.whl\)\[([a-z,]+)\]", text).group(1).split(","))
-        # gguf: `llmforge pull` converts the preset's GGUF wheel (the Kubernetes init container runs it)
+        # gguf: `llmforge pull` converts the preset's GGUF wheel (the Kubernetes init container runs it);
+        # registry: `registry:NAME@production` references (mlflow-skinny)
         assert wanted == needed and wanted <= set(extras), name
 
 
