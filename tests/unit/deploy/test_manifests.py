@@ -262,3 +262,58 @@ def test_grafana_provisioning_finds_the_dashboard_and_datasource() -> None:
         uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
         uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
         assert uids == {datasource["uid"]}
+
+
+# Continuous training: deploy/kubernetes/retrain (opt-in, its own kustomization)
+
+RETRAIN = K8S / "retrain"
+
+
+def _retrain_resources() -> dict[str, dict[str, Any]]:
+    kustomization = yaml.safe_load((RETRAIN / "kustomization.yaml").read_text())
+    return {doc["kind"]: doc for name in kustomization["resources"] for doc in _load_all(RETRAIN / name)}
+
+
+def test_retrain_kustomization_lists_every_manifest() -> None:
+    listed = set(yaml.safe_load((RETRAIN / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in RETRAIN.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_retrain_cronjob_matches_the_kubernetes_schemas(version: str) -> None:
+    resources = _retrain_resources()
+    assert set(resources) == {"CronJob"}
+    _validate(resources["CronJob"], version)
+
+
+def test_retrain_cronjob_runs_the_retrain_command_on_its_mounts() -> None:
+    import typer.main
+
+    from llmforge.cli import app
+    from llmforge.stages import load_config
+
+    cron = _retrain_resources()["CronJob"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # two retrains would compare against one production
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[:2] == ["llmforge", "retrain"]
+    retrain = typer.main.get_command(app).commands["retrain"]  # type: ignore[attr-defined]
+    params = retrain.make_context("retrain", list(command[2:])).params  # an unknown or missing option raises
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config = Path(params["config"])
+    assert config.parent == Path(mounts["config"]["mountPath"]) and volumes["config"]["configMap"]["name"]
+    (data,) = params["data"]
+    assert data.startswith(mounts["data"]["mountPath"] + "/") and mounts["data"]["readOnly"] is True
+    # The shipped config under the job's overrides: it writes its runs to the shared volume, one thread per CPU.
+    cfg = load_config(Path(__file__).resolve().parents[3] / "configs" / config.name, params["set_"])
+    assert Path(mounts["runs"]["mountPath"]) in cfg.output_dir.parents and not mounts["runs"].get("readOnly")
+    assert cfg.train.threads == int(container["resources"]["limits"]["cpu"])
+    assert cfg.retrain.registry and "registry_uri" in params
+    env = {e["name"]: e["value"] for e in container["env"]}
+    envvar = next(p.envvar for p in retrain.params if p.name == "registry_uri")
+    assert env[envvar].startswith(("http://", "https://"))  # a registry every pod reaches, not a pod's SQLite file
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"/tmp", "/home/llmforge"} <= {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
