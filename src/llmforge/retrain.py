@@ -81,9 +81,11 @@ def _start(cfg: PipelineConfig, production_ref: str, production_dir: Path) -> st
     """The model the candidate is fine-tuned from."""
     if cfg.retrain.from_ == "base":
         return base_of(production_dir, production_ref)
-    if read_manifest(production_dir).get("adapter_dir"):
-        raise LlmforgeError(f"{production_ref} is a LoRA adapter run; a new adapter cannot be trained on top of it. "
-                            "Set retrain.from=base: a fresh adapter on its base, trained on old plus new data")
+    manifest = read_manifest(production_dir)
+    if manifest.get("adapter_dir") and not manifest.get("model_dir"):  # merged (train.merge) is a full model
+        raise LlmforgeError(f"{production_ref} is a LoRA adapter run without a merged model; training cannot continue "
+                            "from it. Set retrain.from=base (a fresh adapter on its base, trained on old plus new "
+                            "data), or train with train.merge=true")
     return production_ref
 
 
@@ -161,7 +163,7 @@ def retrain(cfg: PipelineConfig, new_data: list[str], hooks: Hooks | None = None
     decision = (registry.promote(name, version.version, "production", reason=reason, uri=uri) if passed
                 else registry.refuse(name, version.version, production.version, reason=reason, uri=uri))
     metrics = {
-        "registry": name, "registry_uri": uri, "promoted": passed,
+        "registry": name, "registry_uri": _without_password(uri), "promoted": passed,
         "decision": {"number": decision.number, "action": decision.action, "alias": decision.alias,
                      "version": decision.version, "previous": decision.previous, "by": decision.by,
                      "at": decision.at},
@@ -182,6 +184,17 @@ def retrain(cfg: PipelineConfig, new_data: list[str], hooks: Hooks | None = None
     with RunDir(root / "decision", kind="retrain", command="retrain", config=cfg, parents=parents) as run:
         run.finish(metrics)
     return StageResult(root / "decision", metrics)
+
+
+def _without_password(uri: str) -> str:
+    """The registry URI as recorded: a password in it (http://user:secret@host) is not written to disk."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                     + (f":{parts.port}" if parts.port else "")))
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

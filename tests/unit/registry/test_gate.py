@@ -120,3 +120,16 @@ def test_retrain_finds_the_training_data_through_the_lineage(tmp_path: Path) -> 
     (data / "train" / "dataset_info.json").write_text('{"changed": 1}', encoding="utf-8")
     with pytest.raises(LlmforgeError, match=r"was modified:\n  changed: train/dataset_info.json"):
         training_data(trained, "registry:m@1")
+
+
+def test_retrain_refuses_before_training_what_it_cannot_do(tmp_path: Path) -> None:
+    from llmforge.retrain import _without_password, retrain
+
+    with pytest.raises(LlmforgeError, match="retrain.registry is not set"):
+        retrain(load_config(None), ["new.jsonl"])
+    with pytest.raises(LlmforgeError, match=r"rougeL, answer metrics that need eval.generate_samples > 0"):
+        retrain(load_config(None, ["retrain.registry=m", "retrain.gate.max_metric_drop={rougeL: 0.1}"]), ["n.jsonl"])
+    with pytest.raises(LlmforgeError, match="no new data"):
+        retrain(load_config(None, ["retrain.registry=m"]), [])
+    assert _without_password("http://ci:hunter2@mlflow:5000") == "http://ci:***@mlflow:5000"
+    assert _without_password("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
