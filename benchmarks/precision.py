@@ -35,7 +35,9 @@ QUESTIONS = ["What is the capital of France?", "Write a Python function that add
 def train_ab(model_ref: str, data: Path, steps: int, eval_at: tuple[int, ...], eval_samples: int) -> dict[str, Any]:
     """LoRA adapters on one shared base, each with its own optimizer, schedule and RNG stream, stepped in turn on
     the same batches: fp32 and bf16 autocast from the same init (seed 0), and fp32 from seed 1, which measures how
-    far two fp32 runs land apart anyway. Held-out loss in fp32 at each of `eval_at` steps."""
+    far two fp32 runs land apart anyway. Held-out loss in fp32 at each of `eval_at` steps. The adapters come from
+    the recipe's `apply_method`, so under bf16 each LoRA layer's sum stays in fp32 as in a real run
+    (`adapter_sums_in_fp32`; a no-op for the fp32 runs)."""
     from transformers import get_cosine_schedule_with_warmup
 
     from llmforge.config import ModelConfig, TrainOptions

@@ -113,7 +113,7 @@ class TrainOptions(Section):
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 (or fp16) on a GPU; on a CPU bf16 autocast over fp32 weights where it has "
-        "AMX-BF16 or avx512_bf16 (measured faster, same held-out loss), fp32 where it has neither (bf16 is emulated "
+        "AMX-BF16 or avx512_bf16 (measured faster; LoRA sums kept in fp32), fp32 where it has neither (bf16 is emulated "
         "there, far slower). `llmforge doctor` shows the choice; the run's metrics.json records it and why.",
     )
     logging_steps: int = Field(10, ge=1)

@@ -7,8 +7,9 @@ bf16 on a CPU is a matter of instructions, measured (benchmarks/NOTES.md):
 - AMX-BF16 (Intel Xeon, Sapphire Rapids and later): a 2048^2 matmul ran 6.6x faster in bf16 than in fp32 on 2
   threads, and SmolLM2-135M LoRA trained 1.55x faster under bf16 autocast, at the same held-out loss.
 - avx512_bf16 without AMX (AMD EPYC Zen 4/5): bf16 dot products in AVX-512 registers; on the EPYC measured here
-  SmolLM2 decoded 2.1x (batch 1) and 2.2x (batch 8) faster in bf16 and LoRA trained ~2x faster, held-out
-  perplexity within 0.4% of fp32's (benchmarks/results/precision.json), so bf16.
+  SmolLM2 decoded 2.1x (batch 1) and 2.2x (batch 8) faster in bf16 and LoRA trained 1.7x faster, held-out loss
+  within 0.9% of fp32's after 20 steps with the LoRA sums kept in fp32 (`llmforge.train.methods`;
+  benchmarks/results/precision.json), so bf16.
 - neither (an AVX2-only EPYC): torch emulates bf16, and its matmuls ran ~60x slower than fp32: fp32.
 """
 
