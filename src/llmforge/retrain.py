@@ -218,10 +218,12 @@ def _build(cfg: PipelineConfig, new_data: list[str], old_data: Path, start: str,
     new_cfg = cfg.data.model_copy(update={"path": list(new_data), "validation_path": [], "test_path": []})
     timed("prepare the new data", lambda: prepare(
         PrepareConfig(model=stages.model(start), data=new_cfg, output_dir=root / "data-new"), hooks))
-    data = timed("mix old and new data", lambda: mix_prepared(
-        old_data, root / "data-new", root / "data", opts.old_data_fraction, opts.old_data_records, opts.seed)).output_dir
-    candidate = timed("train the candidate", lambda: train(
-        TrainConfig(model=stages.model(start), data=data, train=cfg.train, output_dir=root / "train"), hooks)).output_dir
+    mixed = timed("mix old and new data", lambda: mix_prepared(
+        old_data, root / "data-new", root / "data", opts.old_data_fraction, opts.old_data_records, opts.seed))
+    data = mixed.output_dir
+    trained = timed("train the candidate", lambda: train(
+        TrainConfig(model=stages.model(start), data=data, train=cfg.train, output_dir=root / "train"), hooks))
+    candidate = trained.output_dir
     evals = {}
     for who, model in (("candidate", candidate), ("production", production_ref)):
         evals[who] = timed(f"eval {who}", lambda model=model, who=who: evaluate(

@@ -172,7 +172,8 @@ def test_registry_serving_rollout_and_gated_retrain(tiny_model_dir: Path, home: 
 
     # Retrain with a gate that cannot pass (99% lower perplexity): registered, refused, production stays v1.
     refused = retrain(cfg, [str(new)], output=home / "runs" / "retrain-1")
-    assert refused.metrics["promoted"] is False and refused.metrics["gate"]["failed"] == ["min_perplexity_improvement_pct"]
+    assert refused.metrics["promoted"] is False
+    assert refused.metrics["gate"]["failed"] == ["min_perplexity_improvement_pct"]
     assert registry.version_info(NAME, "production").version == v1.version
     last = registry.model_info(NAME).decisions[-1]
     assert (last.action, last.version, last.previous) == ("refuse", 3, v1.version)

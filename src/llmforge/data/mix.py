@@ -2,8 +2,9 @@
 
 Both inputs are finished `prepare` runs tokenized for the same model. The mix keeps a seeded sample of the old
 training records beside every new one, and all validation and test records of both, so a held-out score covers the
-task the model already learnt as well as the new one. The result is a prepared-dataset run like any other: its
-parents are the two inputs, its fingerprint covers theirs and the sample.
+task the model already learnt as well as the new one; the held-out splits are shuffled (seeded), so a scorer that
+takes the first N samples (eval.max_samples) sees old and new records alike. The result is a prepared-dataset run
+like any other: its parents are the two inputs, its fingerprint covers theirs and the sample.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def mix_prepared(old: Path, new: Path, output_dir: Path, old_fraction: float = 1
                 mixed = concatenate_datasets([a, b])
             except ValueError as exc:  # different columns or types: prepared for another model or format
                 raise LlmforgeError(f"the {split} splits of {old} and {new} do not fit together: {exc}") from exc
+            if split != "train" and len(mixed):  # eval.max_samples takes the first N: old and new ones alike
+                mixed = mixed.shuffle(seed=seed, keep_in_memory=True)
             _save_quietly(mixed, run.file(split))
             counts[split] = len(mixed)
         if template is not None:

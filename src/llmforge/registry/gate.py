@@ -68,8 +68,8 @@ class PromotionGate(Section):
         passed = improvement >= self.min_perplexity_improvement_pct
         detail = (f"perplexity {prod:.4g} -> {cand:.4g}: {improvement:+.2f}% improvement "
                   f"{'>=' if passed else '<'} {self.min_perplexity_improvement_pct:g}% required")
-        return {"line": "min_perplexity_improvement_pct", "passed": passed, "required": self.min_perplexity_improvement_pct,
-                "measured": improvement, "candidate": cand, "production": prod, "detail": detail}
+        return {"line": "min_perplexity_improvement_pct", "passed": passed,
+                "required": self.min_perplexity_improvement_pct, "measured": improvement, "candidate": cand, "production": prod, "detail": detail}
 
     @staticmethod
     def _drop(metric: str, limit: float, candidate: dict[str, Any], production: dict[str, Any]) -> dict[str, Any]:

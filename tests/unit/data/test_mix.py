@@ -23,8 +23,10 @@ def test_mix_keeps_a_seeded_share_of_old_training_records_and_all_held_out(prepa
     train = _rows(mixed.output_dir, "train")
     assert len(train) == keep + len(old_train)
     assert set(train[:keep]) <= set(old_train) and train[keep:] == old_train  # the sample, then every new record
-    for split in ("validation", "test"):  # both held-out sets, whole
-        assert _rows(mixed.output_dir, split) == _rows(prepared, split) * 2
+    for split in ("validation", "test"):  # both held-out sets, whole, shuffled together
+        assert sorted(_rows(mixed.output_dir, split)) == sorted(_rows(prepared, split) * 2)
+    test = _rows(mixed.output_dir, "test")
+    assert test != _rows(prepared, "test") * 2  # not old-then-new: the first N hold both
     manifest = read_manifest(mixed.output_dir)
     assert manifest["kind"] == "prepared-dataset"
     assert [p["path"] for p in manifest["parents"]] == [str(prepared.resolve())] * 2
