@@ -219,9 +219,10 @@ def main() -> None:
         results[name]["estimate_parts"] = estimates.get(name)
         print(f"{name}: {results[name]} ({time.perf_counter() - started:.0f} s)", flush=True)
     show(results)
-    report = {"model": args.model, "batch": args.batch, "tokens": args.tokens, "steps": args.steps,
-              "cpu": _cpu(), "results": results}
     path = ROOT / "benchmarks" / "results" / "train_memory.json"
+    kept = json.loads(path.read_text())["results"] if path.is_file() else {}  # settings not run keep their last
+    report = {"model": args.model, "batch": args.batch, "tokens": args.tokens, "steps": args.steps,
+              "cpu": _cpu(), "results": {**kept, **results}}
     path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 
