@@ -206,7 +206,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return sorted(model.model_fields)
+    return sorted(field.alias or name for name, field in model.model_fields.items())  # the YAML key ('from')
 
 
 def explain(error: ValidationError, model: type[BaseModel], source: str) -> ConfigError:

@@ -70,6 +70,8 @@ def test_retrain_section_reads_from_and_refuses_lower_is_better_metrics(tmp_path
         load_config(None, ["retrain.gate.max_metric_drop={perplexity: 1}"])
     with pytest.raises(ConfigError, match="retrain.from"):
         load_config(None, ["retrain.from=latest"])
+    with pytest.raises(ConfigError, match=r"unknown key 'retrain.frm'; allowed here: from, gate, old_data_fraction"):
+        load_config(None, ["retrain.frm=base"])
     with pytest.raises(ConfigError, match="old_data_fraction"):
         load_config(None, ["retrain.old_data_fraction=1.5"])
 
