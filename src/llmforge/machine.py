@@ -56,11 +56,24 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     return model, flags
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: the affinity mask (a container or `taskset` narrows it), else os.cpu_count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may run on: the affinity mask (`taskset`, cpusets) or os.cpu_count, capped by a cgroup v2
+    CPU quota (`cpu.max`: what Kubernetes' CPU limit and `docker run --cpus` set), rounded up: a pod limited to
+    4 CPUs on a 64-core node gets 4 threads, not 64 that the quota would throttle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(cgroup / "cpu.max")
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def cpu_quota(path: Path) -> int | None:
+    """The CPUs a cgroup v2 `cpu.max` file ("QUOTA PERIOD", or "max PERIOD" for none) allows, rounded up."""
+    try:
+        quota, period = path.read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return -(-int(quota) // int(period))
 
 
 def torch_capability() -> str | None:

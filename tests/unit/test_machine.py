@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmforge.artifacts import RunDir, read_manifest
-from llmforge.machine import FLAGS, Cpu, detect, parse_cpuinfo
+from llmforge.machine import FLAGS, Cpu, cpu_quota, detect, parse_cpuinfo, usable_cores
 from llmforge.models import cpu
 from llmforge.models.cpu import auto_precision, cpu_threads, precision_for
 
@@ -92,6 +92,17 @@ def test_threads_are_the_usable_cores_unless_asked() -> None:
     assert cpu_threads(3, cores=2) == 3
     assert cpu_threads(cores=16, processes=4) == 4
     assert cpu_threads(cores=2, processes=4) == 1
+
+
+@pytest.mark.parametrize(("cpu_max", "quota"), [("400000 100000\n", 4), ("150000 100000", 2), ("max 100000", None),
+                                                ("", None), ("garbage", None), ("5 0", None)])
+def test_a_cgroup_cpu_quota_caps_the_usable_cores(cpu_max: str, quota: int | None, tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    assert cpu_quota(tmp_path / "cpu.max") == quota
+    affinity = usable_cores(tmp_path / "absent")  # no cpu.max: the affinity mask alone
+    assert usable_cores(tmp_path) == (min(affinity, quota) if quota else affinity)
+    (tmp_path / "cpu.max").write_text("100000 100000")  # a 1-CPU limit (Kubernetes `limits.cpu: 1`)
+    assert usable_cores(tmp_path) == 1
 
 
 @pytest.mark.parametrize(("text", "weights"), [(EPYC_AVX512_BF16, torch.bfloat16), (EPYC_AVX2, torch.float32)])
