@@ -310,15 +310,22 @@ def retrain(
         help="MLflow registry (sqlite:///FILE, http://server:5000); default $LLMFORGE_HOME/registry/mlflow.db.")]
     = None,
     set_: SetOpt = None,
+    reload: ReloadOpt = None,
+    api_key: ReloadKeyOpt = None,
 ) -> None:
     """Fine-tune production (or its base) on its old data plus --data, score both on one held-out set, register the
-    candidate and promote it only if `retrain.gate` passes; the decision goes to the registry and decision/."""
+    candidate and promote it only if `retrain.gate` passes; the decision goes to the registry and decision/;
+    after a promotion, --reload tells running servers."""
     from llmforge.retrain import retrain as run_retrain
     from llmforge.ui import hooks
     from llmforge.ui_registry import show_retrain
 
+    _check_reload(reload)
     cfg = _config(config, set_, retrain__from=from_)
-    show_retrain(run_retrain(cfg, data, hooks(), output=output, registry_uri=registry_uri))
+    result = run_retrain(cfg, data, hooks(), output=output, registry_uri=registry_uri)
+    show_retrain(result)
+    if result.metrics.get("promoted"):
+        _reload(reload, api_key)
 
 
 @app.command()
@@ -501,6 +508,34 @@ RegistryUriOpt = Annotated[Optional[str], typer.Option(
     "--registry-uri", envvar="LLMFORGE_REGISTRY_URI", show_envvar=True,
     help="MLflow registry (sqlite:///FILE, http://server:5000); default $LLMFORGE_HOME/registry/mlflow.db.")]
 ReasonOpt = Annotated[Optional[str], typer.Option("--reason", "-m", help="Why (recorded with the decision).")]
+ReloadOpt = Annotated[Optional[list[str]], typer.Option(
+    "--reload", metavar="URL", help="After the alias moves, POST /admin/reload to this running server (repeatable; "
+    "one after the other): it loads the new version while the old one serves, then swaps.")]
+ReloadKeyOpt = Annotated[Optional[str], typer.Option(
+    "--api-key", envvar="LLMFORGE_API_KEY", help="The servers' API key for --reload (or LLMFORGE_API_KEY).")]
+
+
+def _check_reload(urls: list[str] | None) -> None:
+    """Refuse a bad --reload URL before the alias moves."""
+    from llmforge.registry.reload import reload_endpoint
+
+    for url in urls or []:
+        try:
+            reload_endpoint(url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--reload") from None
+
+
+def _reload(urls: list[str] | None, api_key: str | None) -> None:
+    if not urls:
+        return
+    from llmforge.registry import reload_servers
+    from llmforge.ui_registry import show_reloads
+
+    outcomes = reload_servers(urls, api_key)
+    show_reloads(outcomes)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
 
 
 @registry_app.command("register")
@@ -545,24 +580,30 @@ def registry_show(ref: Annotated[str, typer.Argument(help="NAME (versions and de
 @registry_app.command("promote")
 def registry_promote(ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
                      to: Annotated[str, typer.Option("--to", help="production | staging")] = "production",
-                     reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None) -> None:
-    """Point an alias at a version, after verifying its files."""
+                     reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None, reload: ReloadOpt = None,
+                     api_key: ReloadKeyOpt = None) -> None:
+    """Point an alias at a version, after verifying its files; --reload tells running servers."""
     from llmforge.registry import promote
     from llmforge.ui_registry import show_decision
 
+    _check_reload(reload)
     name, _, version = ref.removeprefix("registry:").partition("@")
     show_decision(promote(name, version, to, reason=reason, uri=registry_uri), name)
+    _reload(reload, api_key)
 
 
 @registry_app.command("rollback")
 def registry_rollback(name: Annotated[str, typer.Argument(help="Registered model name.")],
                       alias: Annotated[str, typer.Option("--alias", help="production | staging")] = "production",
-                      reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None) -> None:
-    """Point the alias back at the version that held it before."""
+                      reason: ReasonOpt = None, registry_uri: RegistryUriOpt = None, reload: ReloadOpt = None,
+                      api_key: ReloadKeyOpt = None) -> None:
+    """Point the alias back at the version that held it before; --reload tells running servers."""
     from llmforge.registry import rollback
     from llmforge.ui_registry import show_decision
 
+    _check_reload(reload)
     show_decision(rollback(name, alias, reason=reason, uri=registry_uri), name)
+    _reload(reload, api_key)
 
 
 @registry_app.command("verify")

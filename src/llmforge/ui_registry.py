@@ -70,3 +70,11 @@ def show_retrain(result: Any) -> None:
         say(f"not promoted: {m['registry']} production stays version {m['production']['version']}; "
             f"{m['candidate']['ref']} is registered, refused ({', '.join(m['gate']['failed']) or m['reason']})")
     say(f"decision recorded in the registry (#{m['decision']['number']}) and in {result.output_dir / 'metrics.json'}")
+
+
+def show_reloads(outcomes: list[Any]) -> None:
+    for o in outcomes:
+        say(f"{o.url}: {o.detail}" if o.ok else f"NOT RELOADED: {o.url}: {o.detail}")
+    if not all(o.ok for o in outcomes):
+        say("the alias moved; the servers above still serve what they loaded before: reload them "
+            "(POST /admin/reload with the API key, or SIGHUP)")

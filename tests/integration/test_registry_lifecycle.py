@@ -85,14 +85,21 @@ def _served_path(live: LiveServer, name: str, variant: str = "") -> str:
     return found[0]["path"]
 
 
-def _reload_under_traffic(live: LiveServer, move: Any) -> list[int]:
-    """Move the alias and reload while 4 clients send; the statuses of every request sent meanwhile."""
+def _reload_under_traffic(live: LiveServer, move: Any, client: bool = False) -> list[int]:
+    """Move the alias and reload while 4 clients send; the statuses of every request sent meanwhile. `client`:
+    reload through `registry.reload_servers` (what `--reload URL` of promote/rollback/retrain runs)."""
+    from llmforge import registry
+
     traffic = Traffic(live, NAME)
     try:
         traffic.wait_for(20)  # requests are flowing before the alias moves
         move()
-        r = live.http.post("/admin/reload", json={})  # empty: every reference resolved again, as SIGHUP does
-        assert r.status_code == 200, r.text
+        if client:
+            outcome, = registry.reload_servers([live.url], API_KEY)
+            assert outcome.ok, outcome.detail
+        else:
+            r = live.http.post("/admin/reload", json={})  # empty: every reference resolved again, as SIGHUP does
+            assert r.status_code == 200, r.text
         traffic.wait_for(20)  # and still after the swap
     finally:
         statuses = traffic.stop()
@@ -155,7 +162,7 @@ def test_registry_serving_rollout_and_gated_retrain(tiny_model_dir: Path, home: 
         statuses = _reload_under_traffic(live, lambda: registry.promote(NAME, v2.version, reason="A/B winner"))
         assert statuses and set(statuses) == {200}, statuses
         assert _served_path(live, NAME) == paths[2]
-        statuses = _reload_under_traffic(live, lambda: registry.rollback(NAME, reason="roll back"))
+        statuses = _reload_under_traffic(live, lambda: registry.rollback(NAME, reason="roll back"), client=True)
         assert statuses and set(statuses) == {200}, statuses
         assert _served_path(live, NAME) == paths[1]
     finally:
