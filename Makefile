@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-real test test-integration test-slow test-real test-all test-container demo-base clean pull llama-cpp
+.PHONY: ui-vendor install demo demo-real test test-integration test-slow test-real test-all test-container demo-base clean pull llama-cpp
 
 install: $(STAMP)
 
@@ -86,3 +86,14 @@ demo-base: install
 
 clean:
 	rm -rf runs build .pytest_cache
+
+# The playground's front-end libraries (ui/package.json, pinned; ui/package-lock.json holds their hashes), copied as
+# the browser builds npm ships into the package, where they are committed: serving /ui needs neither npm nor a CDN.
+UI_VENDOR := src/llmforge/serve/ui/static/vendor
+ui-vendor:
+	cd ui && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(UI_VENDOR)
+	cp ui/node_modules/preact/dist/preact.mjs ui/node_modules/preact/hooks/dist/hooks.mjs \
+	   ui/node_modules/htm/dist/htm.mjs ui/node_modules/diff/dist/diff.min.js $(UI_VENDOR)/
+	for p in preact htm diff; do cp ui/node_modules/$$p/LICENSE $(UI_VENDOR)/LICENSE.$$p; done
+	cd ui && node -e 'const l=require("./package-lock.json").packages; console.log(Object.keys(l).filter(k=>k).map(k=>k.slice(13)+"@"+l[k].version).join("\n"))' > ../$(UI_VENDOR)/VERSIONS

@@ -7,7 +7,8 @@ bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, 
 replaces the block between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from
 `runs/demo-real/summary.json` (`make demo-real`) it replaces the block between `<!-- real-results:start -->` and
 `<!-- real-results:end -->`. Either block is left as it is when its summary is missing. benchmarks/real_model.py's
-`real_model.md` fills `<!-- real-bench:start -->` on its own. The model-families table
+`real_model.md` fills `<!-- real-bench:start -->` on its own, and benchmarks/playground_cost.py's JSON
+`<!-- playground-cost:start -->`. The model-families table
 (`<!-- families:start -->`) is rendered from `llmforge.models.families`, the registry the family matrix test
 checks; `--families-only` writes just that block.
 """
@@ -160,6 +161,28 @@ def bench_sections() -> str:
     return "\n".join(parts)
 
 
+def playground_cost(c: dict) -> str:
+    """The playground's cost against Gradio's, from benchmarks/playground_cost.py's JSON."""
+    ours, g = c["llmforge"], c["gradio"]
+    mb = 1e6
+    rows = [f"Measured by `benchmarks/playground_cost.py` on {c['cpu']} ({c['cpus']} cores), {c['date'][:10]}; "
+            f"Gradio {g.get('version', '-')} in a throwaway venv.", "",
+            "| | llmforge `--ui` | Gradio | Gradio / llmforge |", "|---|---|---|---|"]
+    if not g.get("available"):
+        return "\n".join(rows[:1] + ["", f"Gradio could not be measured here: {g.get('why', 'not installed')}."])
+    rows += [
+        f"| Python packages added | {ours['extra_packages_count']} | {g['extra_packages_count']} | |",
+        f"| installed size added | {ours['static_bytes'] / mb:.2f} MB (the page's files, "
+        f"{ours['static_gzip_bytes'] / 1e3:.0f} kB gzipped) | {g['extra_installed_bytes'] / mb:.1f} MB | "
+        f"{g['extra_installed_bytes'] / ours['static_bytes']:,.0f}x |",
+        f"| start cost of the UI | {1e3 * ours['create_app_s_ui_extra']:.0f} ms (mounting it on the app) | "
+        f"{g['import_s']:.2f} s (`import gradio`) | {g['import_s'] / max(ours['create_app_s_ui_extra'], 1e-3):,.0f}x |",
+        f"| process start to first page | {ours['ready_s_ui']:.1f} s (server with the demo model loaded) | "
+        f"{g['ready_s']:.1f} s (an echo ChatInterface, no model) | |",
+    ]
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
@@ -188,6 +211,9 @@ def main() -> None:
         text = _replace_block(text, "real-bench", "SmolLM2-135M-Instruct against what users run instead: the seed's "
                               "LoRA recipe, PyTorch decoding, the seed-style server and llama.cpp's own server "
                               "(`benchmarks/real_model.py`):\n\n" + real_bench.read_text().strip())
+    cost = ROOT / "benchmarks" / "results" / "playground_cost.json"
+    if not args.families_only and cost.exists():  # its own block: written by benchmarks/playground_cost.py
+        text = _replace_block(text, "playground-cost", playground_cost(json.loads(cost.read_text())))
     from llmforge.models.families import markdown_table
 
     text = _replace_block(text, "families", markdown_table())  # the registry the family matrix test checks

@@ -227,6 +227,10 @@ def serve_command(
     event_log: Annotated[Optional[Path], typer.Option(
         "--event-log", help="Directory for JSONL request, feedback and shadow logs (read by `llmforge ab report`).")]
     = None,
+    ui: Annotated[bool, typer.Option("--ui", help="Also serve the web playground at /ui (chat, compare, runs, "
+                                     "registry and A/B), behind the same API keys.")] = False,
+    ui_runs: Annotated[Optional[list[Path]], typer.Option(
+        "--ui-runs", help="Directory the playground lists run directories from (repeatable; default: runs).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
@@ -238,7 +242,8 @@ def serve_command(
     keys = [*(api_key or []), *(_api_keys_from_file(api_key_file) if api_key_file else [])]
     base = ServeSettings.for_models(models or [], served_model_name, host=host, port=port, api_keys=keys,
                                     max_model_len=max_model_len, chat_template=chat_template,
-                                    ab=ab_flags(ab or [], shadow or []), event_log=event_log)
+                                    ab=ab_flags(ab or [], shadow or []), event_log=event_log, ui=ui,
+                                    **({"ui_runs": ui_runs} if ui_runs else {}))
     serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
 
 

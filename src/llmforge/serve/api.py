@@ -1,6 +1,6 @@
-"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions) and the simple chat API
-(/chat, /batch_chat: the endpoints of the service llmforge grew from, kept for its clients). A request's `seed` is
-always the sampling seed.
+"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions), vLLM's /tokenize and
+/detokenize, and the simple chat API (/chat, /batch_chat: the endpoints of the service llmforge grew from, kept
+for its clients). A request's `seed` is always the sampling seed.
 
 Each route: pick the model, build token ids, check the context, submit every sequence at once (so overload is
 refused before anything starts), then stream or collect. A streamed choice and a non-streamed one are built
@@ -206,6 +206,32 @@ class Generation:
                                         total_tokens=prompt_tokens + generated))
         yield "data: [DONE]\n\n"
 
+    # --- /tokenize and /detokenize (vLLM's): what a prompt becomes, token by token ---------------------------------
+
+    def tokenize(self, body: s.TokenizeCompletionRequest | s.TokenizeChatRequest,
+                 request: Request) -> s.TokenizeResponse:
+        model = self.model(body.model or self.settings.default_model, request)
+        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        if isinstance(body, s.TokenizeChatRequest):
+            try:
+                ids = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name,
+                               body.add_generation_prompt)
+            except PromptError as exc:
+                raise APIError(400, str(exc), param="messages") from exc
+        else:
+            ids = list(tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"])
+        strs = [token_text(tokenizer, i) for i in ids] if body.return_token_strs else None
+        return s.TokenizeResponse(count=len(ids), max_model_len=model.engine.max_model_len,  # type: ignore[union-attr]
+                                  tokens=ids, token_strs=strs)
+
+    def detokenize(self, body: s.DetokenizeRequest, request: Request) -> s.DetokenizeResponse:
+        model = self.model(body.model or self.settings.default_model, request)
+        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        vocab = len(tokenizer)
+        if any(t >= vocab for t in body.tokens):
+            raise APIError(400, f"token ids must lie in [0, {vocab})", param="tokens", code="invalid_token")
+        return s.DetokenizeResponse(prompt=tokenizer.decode(body.tokens, skip_special_tokens=False))
+
     # --- /v1/completions ----------------------------------------------------------------------------------------------
 
     def _prompts(self, body: s.CompletionRequest, tokenizer: Any) -> list[list[int]]:
@@ -409,6 +435,27 @@ def _batch_chat_body(max_items: int) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [listed, obj]}}}}}
 
 
+def _tokenize_request(raw: Any) -> s.TokenizeCompletionRequest | s.TokenizeChatRequest:
+    """vLLM's two /tokenize bodies, told apart by their input field so that an error names the right one."""
+    if not isinstance(raw, dict) or ("prompt" in raw) == ("messages" in raw):
+        raise APIError(400, "the body must be a JSON object with either 'prompt' (text) or 'messages' (a chat)",
+                       code="invalid_request")
+    model = s.TokenizeChatRequest if "messages" in raw else s.TokenizeCompletionRequest
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise APIError(400, message, param=param, code="invalid_request") from exc
+
+
+def _tokenize_body() -> dict[str, Any]:
+    schemas = [m.model_json_schema(ref_template="#/components/schemas/{model}")
+               for m in (s.TokenizeCompletionRequest, s.TokenizeChatRequest)]
+    for schema in schemas:
+        schema.pop("$defs", None)  # ChatMessage and ContentPart are components already (the chat request's)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}}
+
+
 def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None) -> APIRouter:
     gen = Generation(pool, shadow)
     router = APIRouter()
@@ -428,6 +475,14 @@ def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None) -
     @router.post("/v1/completions", responses=_streamed(s.Completion))
     async def completions(body: s.CompletionRequest, request: Request) -> Any:
         return await gen.completions(body, request)
+
+    @router.post("/tokenize", response_model=s.TokenizeResponse, openapi_extra=_tokenize_body())
+    async def tokenize(request: Request, raw: Any = Body(None, include_in_schema=False)) -> s.TokenizeResponse:
+        return gen.tokenize(_tokenize_request(raw), request)
+
+    @router.post("/detokenize", response_model=s.DetokenizeResponse)
+    async def detokenize(body: s.DetokenizeRequest, request: Request) -> s.DetokenizeResponse:
+        return gen.detokenize(body, request)
 
     @router.post("/chat", response_model=s.ChatResponse)
     async def chat(body: s.ChatRequest, request: Request) -> Any:

@@ -2,7 +2,7 @@
 
 Operations routes: GET / and /health (liveness, never behind a key), /ready (every model loaded and warmed,
 and not draining), /model_info, /metrics (Prometheus, vLLM names). Rollout routes (`rollout`): /v1/feedback,
-/admin/reload. Middleware, outermost first: request id + JSON access log + `http_requests_total`, CORS (only when
+/admin/reload. With `ui`: the playground at /ui (`llmforge.serve.ui`). Middleware, outermost first: request id + JSON access log + `http_requests_total`, CORS (only when
 origins are configured), API keys, body size limit, the A/B variant header + event log.
 """
 
@@ -149,11 +149,18 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     _install_ops(app, pool, metrics)
     app.include_router(build_router(pool, settings, shadow))
     app.include_router(build_rollout_router(pool, events, metrics, reloader, admin=bool(settings.api_keys)))
+    public_paths, public_prefixes = list(settings.public_paths), []
+    if settings.ui:
+        from llmforge.serve.ui import PUBLIC_PATHS, PUBLIC_PREFIX, install_ui
+
+        install_ui(app, settings)
+        public_paths += PUBLIC_PATHS
+        public_prefixes.append(PUBLIC_PREFIX)
     document(app, pool.names(), public)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(ServedBy, record=events.request)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_paths=settings.public_paths)
+    app.add_middleware(ApiKeyAuth, keys=settings.api_keys, public_paths=public_paths, public_prefixes=public_prefixes)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -109,10 +109,12 @@ class RequestContext:
 class ApiKeyAuth:
     """Bearer keys, compared in constant time against every configured key, on all but the public paths."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str],
+                 public_prefixes: Iterable[str] = ()) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.public = set(public_paths)
+        self.public_prefixes = tuple(public_prefixes)  # static assets (the playground's), never data
 
     def _allowed(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -123,7 +125,8 @@ class ApiKeyAuth:
         return ok and bool(presented)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.public:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.keys or path in self.public or path.startswith(self.public_prefixes):
             await self.app(scope, receive, send)
             return
         if not self._allowed(Headers(scope=scope).get("authorization", "")):

@@ -20,7 +20,8 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str) -> list[int]:
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str,
+             add_generation_prompt: bool = True) -> list[int]:
     if not has_chat_template(tokenizer):
         raise PromptError(
             f"model '{model_name}' has no chat template, so it cannot take chat messages; "
@@ -30,7 +31,8 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str) ->
     turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
     try:  # folded as prepare folds it, so the model sees the prompt it was trained on
         text, _ = with_system_folded(
-            lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True), turns)
+            lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt),
+            turns)
     except Exception as exc:  # a template may refuse a conversation (roles out of order, ...): the caller's to fix
         raise PromptError(f"model '{model_name}''s chat template refused these messages: {exc}") from exc
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

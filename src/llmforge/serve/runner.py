@@ -73,6 +73,8 @@ def serve(settings: ServeSettings) -> None:
         access_log=False, timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s) + ABORT_MARGIN_S,
         lifespan="on",
     )
+    if settings.ui:
+        log.info("playground: http://%s:%d/ui/ (the API key is typed into the page)", settings.host, settings.port)
     _draining_server(config, app, settings.shutdown_grace_s).run()
 
 

@@ -157,6 +157,46 @@ class ChatCompletionRequest(SamplingFields):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+class TokenizeCompletionRequest(_Request):
+    """vLLM's /tokenize of a plain prompt."""
+
+    model: str | None = None
+    prompt: str = Field(max_length=MAX_TEXT * 4)
+    add_special_tokens: bool = Field(True, description="Add the tokenizer's special tokens (bos), as /v1/completions.")
+    return_token_strs: bool = Field(False, description="Also return each token's text.")
+
+
+class TokenizeChatRequest(_Request):
+    """vLLM's /tokenize of chat messages, rendered by the model's template exactly as a chat request's are."""
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: bool = Field(True, description="End with the assistant's turn opening.")
+    return_token_strs: bool = Field(False, description="Also return each token's text.")
+
+    @model_validator(mode="after")
+    def _text_only(self) -> TokenizeChatRequest:
+        for m in self.messages:
+            m.text()
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Request):
+    model: str | None = None
+    tokens: Annotated[list[Annotated[int, Field(ge=0), BeforeValidator(_integral)]], Field(max_length=1 << 17)]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
 _Text = Annotated[str, Field(min_length=1)]
 _Ids = Annotated[list[Annotated[int, Field(ge=0), BeforeValidator(_integral)]], Field(min_length=1)]
 

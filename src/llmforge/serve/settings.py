@@ -82,6 +82,14 @@ class ServeSettings(BaseModel):
     )
     shadow_queue: int = Field(64, ge=1, description="Requests waiting for a shadow model; beyond it they are "
                                                     "dropped (counted), never delaying the served answer.")
+    ui: bool = Field(
+        False, description="Serve the web playground at /ui (chat, compare, runs, registry and A/B), through this "
+                           "server's own API and behind the same keys.",
+    )
+    ui_runs: list[Path] = Field(
+        default_factory=lambda: [Path("runs")],
+        description="Directories the playground's Runs page lists run directories from (3 levels deep).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("models")
