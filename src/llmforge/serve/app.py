@@ -2,8 +2,9 @@
 
 Operations routes: GET / and /health (liveness, never behind a key), /ready (every model loaded and warmed,
 and not draining), /model_info, /metrics (Prometheus, vLLM names). Rollout routes (`rollout`): /v1/feedback,
-/admin/reload. With `ui`: the playground at /ui (`llmforge.serve.ui`). Middleware, outermost first: request id + JSON access log + `http_requests_total`, CORS (only when
-origins are configured), API keys, body size limit, the A/B variant header + event log.
+/admin/reload. With `ui`: the playground at /ui (`llmforge.serve.ui`). Middleware, outermost first: request id +
+JSON access log + `http_requests_total`, CORS (only when origins are configured), API keys, body size limit, the
+A/B variant header + event log.
 """
 
 from __future__ import annotations
