@@ -352,6 +352,8 @@ class Engine:
             text = seq.text.push(token)
             if seq.text.stopped:
                 reason = "stop"
+            elif seq.sampler.complete:  # structured output: the grammar can go no further
+                reason, text = "stop", text + seq.text.flush()
             elif (stats.completion_tokens >= params.max_tokens
                   or stats.prompt_tokens + stats.completion_tokens >= self.max_model_len):
                 reason, text = "length", text + seq.text.flush()

@@ -1,4 +1,5 @@
-"""Per-row token selection: greedy, temperature, top-k / top-p / min-p sampling, penalties, logit bias, logprobs.
+"""Per-row token selection: greedy, temperature, top-k / top-p / min-p sampling, penalties, logit bias, grammar
+constraints (structured output, `llmforge.serve.guided`), logprobs.
 
 Each row of a batch carries its own parameters and its own seeded generator, so a request picks the same
 tokens whether it decodes alone or next to others (its logits are the same either way).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,6 +38,7 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0  # HF/vLLM: > 1 discourages tokens of the prompt and of the output so far
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    grammar: Any = None  # llmforge.serve.guided.Grammar: structured output; each row makes its own matcher
 
     @property
     def greedy(self) -> bool:
@@ -43,8 +46,8 @@ class SamplingParams:
 
     @property
     def plain(self) -> bool:
-        """Greedy with nothing to adjust or report: the whole batch's argmax serves it."""
-        return self.greedy and not self.penalized and self.logprobs is None
+        """Greedy with nothing to adjust, constrain or report: the whole batch's argmax serves it."""
+        return self.greedy and not self.penalized and self.logprobs is None and self.grammar is None
 
     @property
     def penalized(self) -> bool:
@@ -67,10 +70,18 @@ class RowSampler:
     prompt_ids: tuple[int, ...] = ()  # what the repetition penalty counts besides the output
     generator: torch.Generator = field(init=False)
     counts: dict[int, int] = field(default_factory=dict)
+    matcher: Any = field(init=False, default=None)  # this row's place in its grammar (structured output)
 
     def __post_init__(self) -> None:
         seed = self.params.seed % SEED_RANGE if self.params.seed is not None else random.getrandbits(63)
         self.generator = torch.Generator().manual_seed(seed)
+        if self.params.grammar is not None:
+            self.matcher = self.params.grammar.matcher()
+
+    @property
+    def complete(self) -> bool:
+        """The row's grammar is complete: nothing may follow."""
+        return self.matcher is not None and self.matcher.done
 
     def pick(self, logits: torch.Tensor, argmax: int) -> tuple[int, TokenLogprob | None]:
         """Choose the next token from one row's logits (V,); `argmax` is precomputed for the whole batch."""
@@ -81,8 +92,12 @@ class RowSampler:
             scores = logits.float().cpu()  # (V,)
             if p.penalized:
                 scores = self.adjust(scores)
+            if self.matcher is not None:  # after penalties and bias, before temperature and the filters (vLLM's order)
+                scores = self.matcher.mask(scores)
             token = int(scores.argmax()) if p.greedy else sample(scores, p.temperature, p.top_p, self.generator,
                                                                  top_k=p.top_k, min_p=p.min_p)
+            if self.matcher is not None:
+                self.matcher.advance(token)
         self.counts[token] = self.counts.get(token, 0) + 1
         return token, (token_logprob(logits, token, p.logprobs) if p.logprobs is not None else None)
 
