@@ -4,7 +4,7 @@ for its clients). A request's `seed` is always the sampling seed.
 
 Each route: pick the model, build token ids, check the context, submit every sequence at once (so overload is
 refused before anything starts), then stream or collect. A streamed choice and a non-streamed one are built
-from the same engine outputs, so their text is identical. Whatever way a response ends (done, client gone,
+from the same engine outputs, so their text is identical (tool calls too: serve/tools.py parses both alike). Whatever way a response ends (done, client gone,
 task cancelled), its sequences are cancelled and leave the batch at once.
 """
 
@@ -36,6 +36,15 @@ from llmforge.serve.pool import ModelPool, ServedModel
 from llmforge.serve.prompts import PromptError, chat_ids, message_ids, text_ids, token_text
 from llmforge.serve.sampling import SamplingParams, TokenLogprob
 from llmforge.serve.settings import ServeSettings
+from llmforge.serve.tools import (
+    StreamedChoice,
+    chat_turns,
+    message,
+    model_tool_format,
+    parses_calls,
+    template_tools,
+    unknown_choice,
+)
 
 FAILED = ("timeout", "abort", "error")
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the response
@@ -162,10 +171,15 @@ class Generation:
         model = self.model(body.model, request, body.user)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         bias = _logit_bias(body, tokenizer)
+        unknown = unknown_choice(body)
+        if unknown:
+            raise APIError(400, f"tool_choice names '{unknown}', which is not among the tools", param="tool_choice",
+                           code="unknown_tool")
         try:
-            prompt = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name)
+            prompt = chat_ids(tokenizer, chat_turns(body.messages), model.name, tools=template_tools(body.tools))
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
+        fmt = model_tool_format(model.backend) if parses_calls(body) else None
         budget = self.max_tokens(model, prompt, body.token_limit)
         rid = request.state.request_id
         requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias), f"{rid}-{i}")
@@ -173,20 +187,26 @@ class Generation:
         results = self.submit(model, requests, "messages", request)
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
         if body.stream:
-            return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt)), results)
+            return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt), fmt), results)
         done = await self.finished(request, results)
         if done is None:
             return Response(status_code=CLIENT_CLOSED)
-        choices = [s.ChatChoice(index=i, message=s.AssistantMessage(content=c.text), finish_reason=c.finish_reason,
-                                logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None)
-                   for i, c in enumerate(done)]
+        choices = []
+        for i, c in enumerate(done):
+            reply, called = message(c.text, fmt)
+            choices.append(s.ChatChoice(
+                index=i, message=reply, finish_reason="tool_calls" if called else c.finish_reason,
+                logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None))
         return s.ChatCompletion(**meta, choices=choices, usage=_usage(len(prompt), done))
 
     async def _chat_events(self, results: AsyncResults, meta: dict[str, Any], body: s.ChatCompletionRequest,
-                           tokenizer: Any, prompt_tokens: int) -> AsyncIterator[str]:
+                           tokenizer: Any, prompt_tokens: int, fmt: str | None = None) -> AsyncIterator[str]:
+        """With `fmt`, each choice's text goes through its own tool-call parser: content is released as it
+        comes, a call once it is complete (the same parse as a non-streamed reply's)."""
         def chunk(choices: list[s.ChunkChoice], usage: s.Usage | None = None) -> str:
             return sse(s.ChatCompletionChunk(**meta, choices=choices, usage=usage))
 
+        choices = [StreamedChoice(fmt) for _ in range(body.n)]
         for i in range(body.n):
             yield chunk([s.ChunkChoice(index=i, delta=s.Delta(role="assistant", content=""))])
         generated = 0
@@ -195,11 +215,15 @@ class Generation:
                 yield self.stream_failure(out.finish_reason, out.error)  # type: ignore[arg-type]
                 break
             logprobs = _chat_logprobs(tokenizer, list(out.logprobs)) if body.logprobs and out.logprobs else None
-            if out.text or logprobs:
-                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(content=out.text), logprobs=logprobs)])
+            text, calls = choices[out.index].step(out.text, last=bool(out.finish_reason))
+            if text or logprobs:
+                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(content=text), logprobs=logprobs)])
+            for call in calls:
+                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(tool_calls=[call]))])
             if out.finish_reason:
                 generated += out.completion_tokens
-                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(), finish_reason=out.finish_reason)])
+                reason = "tool_calls" if choices[out.index].calls else out.finish_reason
+                yield chunk([s.ChunkChoice(index=out.index, delta=s.Delta(), finish_reason=reason)])
         else:
             if body.include_usage:
                 yield chunk([], s.Usage(prompt_tokens=prompt_tokens, completion_tokens=generated,
@@ -214,8 +238,8 @@ class Generation:
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
         if isinstance(body, s.TokenizeChatRequest):
             try:
-                ids = chat_ids(tokenizer, [{"role": m.role, "content": m.text()} for m in body.messages], model.name,
-                               body.add_generation_prompt)
+                ids = chat_ids(tokenizer, chat_turns(body.messages), model.name, body.add_generation_prompt,
+                               template_tools(body.tools))
             except PromptError as exc:
                 raise APIError(400, str(exc), param="messages") from exc
         else:

@@ -20,8 +20,10 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str,
-             add_generation_prompt: bool = True) -> list[int]:
+def chat_ids(tokenizer: Any, messages: list[dict[str, Any]], model_name: str,
+             add_generation_prompt: bool = True, tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """`tools` (OpenAI's function definitions) go to the template's own `tools`, as the model was trained to
+    see them; a template that does not read them leaves them out."""
     if not has_chat_template(tokenizer):
         raise PromptError(
             f"model '{model_name}' has no chat template, so it cannot take chat messages; "
@@ -31,7 +33,8 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, str]], model_name: str,
     turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
     try:  # folded as prepare folds it, so the model sees the prompt it was trained on
         text, _ = with_system_folded(
-            lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt),
+            lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                    **({"tools": tools} if tools else {})),
             turns)
     except Exception as exc:  # a template may refuse a conversation (roles out of order, ...): the caller's to fix
         raise PromptError(f"model '{model_name}''s chat template refused these messages: {exc}") from exc

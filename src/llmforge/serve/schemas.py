@@ -11,7 +11,17 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # a 64-bit integer, as vLLM takes it
 MAX_TEXT = 32_000
@@ -115,11 +125,57 @@ class ContentPart(_Strict):
     text: str | None = None
 
 
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON Schema object, shown to the model.")
+    strict: bool | None = Field(None, description="Accepted; output is not constrained to the schema.")
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(_Strict):
+    name: str
+    arguments: str = Field(description="JSON text, as the model's answer gave it.")
+    # The openai client's parse/stream helpers add their own parse of the arguments to the message a program
+    # sends back; it restates `arguments`, so it is accepted and not read.
+    parsed_arguments: Any = Field(None, description="The openai client's own parse of `arguments`; not read.")
+
+
+class MessageToolCall(_Strict):
+    """A call an earlier assistant turn made (sent back by the client with the tool's result)."""
+
+    id: str
+    type: Literal["function"]
+    function: CalledFunction
+    index: int | None = Field(None, description="The openai client's stream helper keeps the stream's; not read.")
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_call_id: str | None = None  # sent back with tool results by clients; harmless as plain text
+    tool_call_id: str | None = Field(None, description="On a `tool` message: the call it answers.")
+    tool_calls: list[MessageToolCall] | None = Field(None, description="On an assistant message: its calls.")
+    # What the openai client sends back when a program appends a reply message as it got it (its stream and
+    # parse helpers fill these in): accepted, not read. The deprecated function_call and audio only as null.
+    parsed: Any = Field(None, description="The openai client's parse/stream helpers' parsed output; not read.")
+    refusal: str | None = Field(None, description="An earlier reply's refusal, as echoed back; not read.")
+    annotations: list[dict[str, Any]] | None = Field(None, description="As echoed back; not read.")
+    audio: None = Field(None, description="Only null: a text model.")
+    function_call: None = Field(None, description="Only null: the deprecated functions API; send tool_calls.")
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -131,19 +187,30 @@ class ChatMessage(_Strict):
 
 
 class ChatCompletionRequest(SamplingFields):
-    model_config = ConfigDict(json_schema_extra={  # top_logprobs needs logprobs: true
-        "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
-        "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}})
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},  # needs logprobs
+         "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}},
+        {"if": {"required": ["tool_choice"],  # a call required (any, or a named one) needs tools to call
+                "properties": {"tool_choice": {"anyOf": [{"const": "required"}, {"type": "object"}]}}},
+         "then": {"required": ["tools"], "properties": {"tools": {"type": "array"}}}}]})
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=128,
+                                     description="Functions the model may call; the chat template shows them.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="auto (the default with tools): the reply is parsed for calls; none: never parsed. "
+                          "required or a named function: parsed alike, and a reply that is not a call is content "
+                          "(decoding is not constrained).")
 
     @model_validator(mode="after")
     def _logprobs(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        if (self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice)) and not self.tools:
+            raise ValueError("tool_choice: a required or named tool call needs 'tools'")
         for m in self.messages:
             m.text()  # refuse non-text parts at validation time, as a 400
         return self
@@ -172,6 +239,7 @@ class TokenizeChatRequest(_Request):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     add_generation_prompt: bool = Field(True, description="End with the assistant's turn opening.")
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=128, description="As a chat request's.")
     return_token_strs: bool = Field(False, description="Also return each token's text.")
 
     @model_validator(mode="after")
@@ -253,9 +321,21 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # a JSON object as text
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # None when the reply is tool calls alone
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -274,9 +354,30 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class _Sparse(BaseModel):
+    """Serialized without its unset (None) fields: a streamed tool call's later chunks carry only what is new."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class DeltaFunction(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(_Sparse):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChunkChoice(BaseModel):

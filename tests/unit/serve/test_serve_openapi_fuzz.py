@@ -18,7 +18,7 @@ from llmforge.serve.settings import ServeSettings
 
 API_KEY = "fuzz-key"
 EXAMPLES = 25  # per operation
-SCHEMA_BLIND = {"context_length_exceeded", "invalid_token", "too_many_sequences"}
+SCHEMA_BLIND = {"context_length_exceeded", "invalid_token", "too_many_sequences", "unknown_tool"}
 
 
 def test_every_operation_keeps_its_schema_and_never_answers_5xx(tiny_tokenizer: Any) -> None:
