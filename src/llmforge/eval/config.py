@@ -19,7 +19,8 @@ class EvalOptions(Section):
     )
     stride: int | None = Field(None, ge=1, description="Sliding-window stride (default: window // 2).")
     generate_samples: int = Field(
-        0, ge=0, description="Also answer the first N prompts and score the answers (ROUGE, exact match); 0: off."
+        0, ge=0, description="Also answer the first N prompts and score the answers (ROUGE, exact match, BERTScore, "
+        "coherence); 0: off."
     )
     max_new_tokens: int = Field(128, ge=1, description="Longest generated answer.")
     temperature: float = Field(0.0, ge=0, description="0 decodes greedily.")

@@ -44,15 +44,15 @@ def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, A
 def _generation_metrics(
     cfg: EvalConfig, model: Any, tokenizer: Any, dataset: Any, run: RunDir, progress: Progress | None
 ) -> dict[str, Any]:
+    from llmforge.eval.similarity import embedding_similarity, encoder_metrics
     from llmforge.metrics.generate import Decoding, generate_samples
 
     subset = dataset.select(range(min(cfg.eval.generate_samples, len(dataset))))
     decoding = Decoding(max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature)
     records = generate_samples(model, tokenizer, subset, decoding, cfg.eval.batch_size, progress)
     metrics = score_generations(records, cfg.eval.syntax)
+    metrics.update(encoder_metrics(records))  # BERTScore and coherence with the bundled all-MiniLM-L6-v2
     if cfg.eval.similarity_model:
-        from llmforge.eval.similarity import embedding_similarity
-
         metrics["embedding_similarity"] = embedding_similarity(
             [r["prediction"] for r in records], [r["reference"] for r in records], cfg.eval.similarity_model)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -10,6 +10,7 @@ from llmforge.eval.runner import evaluate
 from llmforge.metrics.generate import Decoding, generate_batch, split_prompt
 from llmforge.prepare.config import PrepareConfig
 from llmforge.prepare.runner import prepare
+from llmforge.ui import show_metrics
 from tests.helpers import qa_records, write_jsonl
 
 IGN = -100
@@ -32,7 +33,7 @@ def test_batched_greedy_equals_one_by_one(tiny_model_dir: Path) -> None:
     assert batched == alone
 
 
-def test_eval_with_generation_writes_samples(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_eval_with_generation_writes_samples(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", qa_records(40))
     prepare(PrepareConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)),
                           data=DataConfig(path=[str(data)], split=SplitConfig(validation=0, test=0.5)),
@@ -43,8 +44,17 @@ def test_eval_with_generation_writes_samples(tiny_model_dir: Path, tmp_path: Pat
     metrics = evaluate(cfg).metrics
     assert metrics["generated_samples"] == 5
     assert 0 <= metrics["rouge1"] <= 1 and 0 <= metrics["syntax_valid"] <= 1
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("bertscore_precision", "bertscore_recall", "bertscore_f1", "coherence", "coherence_samples"):
+        assert key in metrics and key in written  # BERTScore and coherence beside ROUGE
+    assert 0 <= metrics["bertscore_f1"] <= 1 and 0 <= metrics["coherence_samples"] <= 5
+    assert metrics["coherence"] is None or -1 <= metrics["coherence"] <= 1
     samples = [json.loads(x) for x in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 5 and all(s["prompt"].endswith("assistant\n") for s in samples)
+    assert all("coherence" in s for s in samples)
+    show_metrics("evaluation", metrics, tmp_path / "eval")  # the table `llmforge eval` prints
+    printed = capsys.readouterr().out
+    assert "rougeL" in printed and "bertscore_f1" in printed and "coherence" in printed
     assert all(s["reference"] and s["generated_tokens"] <= 4 for s in samples)
 
 
