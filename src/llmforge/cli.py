@@ -69,7 +69,8 @@ def train(
     config: ConfigArg = None,
     model: ModelOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared dataset run dir.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="full | lora | dora | qlora")] = None,
+    method: Annotated[Optional[str], typer.Option(
+        help="full | lora | dora | qlora | distill; dpo | orpo | kto on preference pairs")] = None,
     output: OutputOpt = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimizer steps.")] = None,
@@ -79,7 +80,8 @@ def train(
     nproc: Annotated[int, typer.Option(help="Data-parallel processes (torchrun; gloo on CPU, NCCL on GPU).")] = 1,
     set_: SetOpt = None,
 ) -> None:
-    """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora)."""
+    """Fine-tune a model on a prepared dataset (LoRA by default; full, dora, qlora; dpo, orpo, kto on preference
+    pairs)."""
     from llmforge.train.runner import train as run_train
     from llmforge.ui import hooks, show_metrics
 

@@ -66,10 +66,26 @@ class DistillOptions(Section):
     )
 
 
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")
+
+
+class PreferenceOptions(Section):
+    """Preference training (`train.method` dpo, orpo or kto) on prompt/chosen/rejected pairs, through TRL."""
+
+    weights: Literal["lora", "dora", "qlora", "full"] = Field(
+        "lora", description="Which weights train: LoRA/DoRA adapters (the reference is the model with them "
+        "disabled, no second copy), adapters over a 4-bit base (qlora, CUDA), or all of them (full: the reference "
+        "is a frozen copy).",
+    )
+    beta: float = Field(0.1, gt=0, description="DPO/KTO: how far from the reference the model may move (higher: "
+                        "less); ORPO: the weight of the odds-ratio term (TRL's lambda).")
+
+
 class TrainOptions(Section):
-    method: Literal["full", "lora", "dora", "qlora", "distill"] = Field(
+    method: Literal["full", "lora", "dora", "qlora", "distill", "dpo", "orpo", "kto"] = Field(
         "lora", description="full: every weight; lora/dora: adapters; qlora: adapters over a 4-bit base (CUDA); "
-        "distill: train the model (or a student derived from the teacher) to match train.distill.teacher.",
+        "distill: train the model (or a student derived from the teacher) to match train.distill.teacher; "
+        "dpo/orpo/kto: preference training on prompt/chosen/rejected data (train.preference).",
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
@@ -125,6 +141,13 @@ class TrainOptions(Section):
         "--nproc processes).")
     lora: LoraOptions = Field(default_factory=LoraOptions)
     distill: DistillOptions = Field(default_factory=DistillOptions)
+    preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
+
+    @property
+    def weights(self) -> str:
+        """Which weights train: the method itself (full, lora, dora, qlora, distill), or for a preference method
+        `train.preference.weights`."""
+        return self.preference.weights if self.method in PREFERENCE_METHODS else self.method
 
     @model_validator(mode="after")
     def _distill_has_teacher(self) -> TrainOptions:

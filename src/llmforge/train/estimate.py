@@ -14,8 +14,9 @@ import statistics
 import time
 from typing import Any
 
-from llmforge.config import TrainOptions
+from llmforge.config import PREFERENCE_METHODS, TrainOptions
 from llmforge.data.splits import load_split
+from llmforge.errors import LlmforgeError
 from llmforge.train.config import TrainConfig
 from llmforge.train.loss import chunked_loss_applies, lm_loss
 from llmforge.train.memory import (
@@ -50,6 +51,9 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
     from llmforge.train.runner import batching_mode, make_collator
 
     opts = cfg.train
+    if opts.method in PREFERENCE_METHODS:
+        raise LlmforgeError(f"--dry-run does not estimate preference training (train.method={opts.method}) yet; "
+                            "run a few steps with --max-steps instead")
     return_freed_memory()  # as the run does
     runtime = resident_bytes()  # before the data and the model: what the run pays for Python and its libraries
     train_set = load_split(cfg.data, "train")

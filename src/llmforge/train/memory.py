@@ -93,7 +93,7 @@ def scored_tokens(dataset: Any, batch: int) -> int:
 
 def _activations(model: Any, opts: TrainOptions, longest: int, padded: bool, checkpointing: bool) -> int:
     fp32 = next(model.parameters()).dtype == torch.float32 and opts.precision not in ("bf16", "fp16")
-    lora = opts.method in ADAPTER_METHODS
+    lora = opts.weights in ADAPTER_METHODS
     return activation_bytes(model.config, longest, opts.batch_size, fp32, checkpointing,
                             lora_rank=opts.lora.r if lora else None, lora_dropout=opts.lora.dropout if lora else 0.0,
                             padded=padded)
@@ -104,7 +104,7 @@ def gradient_checkpointing(opts: TrainOptions, model: Any, longest: int, padded:
     CHECKPOINT_SHARE of the machine's memory (and always for QLoRA, which is chosen to save memory)."""
     if opts.gradient_checkpointing != "auto":
         return bool(opts.gradient_checkpointing)
-    if opts.method == "qlora":
+    if opts.weights == "qlora":
         return True
     available = machine_memory()
     return available is None or _activations(model, opts, longest, padded, False) > CHECKPOINT_SHARE * available

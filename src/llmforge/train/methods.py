@@ -30,7 +30,7 @@ def load_base(model_cfg: ModelConfig, opts: TrainOptions, teacher: Any = None) -
 
         tokenizer = load_tokenizer(model_cfg.model_copy(update={"name_or_path": d.teacher}))
         return derive_student(teacher, d.student_layers, d.student_intermediate_size).train(), tokenizer
-    if opts.method != "qlora":
+    if opts.weights != "qlora":
         return load_model(model_cfg)
     quant = cuda_quantization_config("nf4", "train.method=qlora")
     from peft import prepare_model_for_kbit_training
@@ -43,18 +43,24 @@ def load_base(model_cfg: ModelConfig, opts: TrainOptions, teacher: Any = None) -
 def apply_method(model: Any, opts: TrainOptions) -> Any:
     """The model with what `opts.method` trains: all of it (full, distill) or LoRA/DoRA adapters, whose sums stay
     in fp32 when the run autocasts to a 16-bit precision (`adapter_sums_in_fp32`)."""
-    if opts.method in ("full", "distill"):
+    if opts.weights in ("full", "distill"):
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = LoraConfig(
-        r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
-        target_modules=opts.lora.target_modules, task_type="CAUSAL_LM", use_dora=opts.method == "dora",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(opts))
     if precision_for(opts.precision, default_device()).name != "fp32":
         adapter_sums_in_fp32(model)
     return model
+
+
+def lora_config(opts: TrainOptions) -> Any:
+    """peft's LoraConfig for `train.lora` (DoRA where the weights trained are 'dora')."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=opts.lora.r, lora_alpha=opts.lora.alpha, lora_dropout=opts.lora.dropout,
+        target_modules=opts.lora.target_modules, task_type="CAUSAL_LM", use_dora=opts.weights == "dora",
+    )
 
 
 def adapter_sums_in_fp32(model: Any) -> int:

@@ -32,7 +32,15 @@ from llmforge.train.config import TrainConfig
 from llmforge.train.curves import save_loss_curve
 from llmforge.train.loss import CHUNK_LOGIT_BYTES, ChunkedLossTrainer, chunked_loss_applies
 from llmforge.train.memory import gradient_checkpointing, return_freed_memory, sample_lengths
-from llmforge.train.methods import ADAPTER_METHODS, apply_method, load_base, load_teacher
+from llmforge.train.methods import ADAPTER_METHODS, adapter_sums_in_fp32, apply_method, load_base, load_teacher
+from llmforge.train.preference import (
+    completion_logps,
+    is_preference,
+    pair_lengths,
+    preference_parts,
+    preference_rows,
+    preference_scores,
+)
 
 
 def batching_mode(opts: TrainOptions, attn_implementation: str) -> str:
@@ -58,10 +66,13 @@ def train_precision(opts: TrainOptions) -> Precision:
 
 
 def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mode: str = "padded",
-                       checkpointing: bool | None = None) -> Any:
+                       checkpointing: bool | None = None, args_cls: type | None = None, **extra: Any) -> Any:
     """`checkpointing`: `train.gradient_checkpointing` resolved (`llmforge.train.memory.gradient_checkpointing`); None reads
-    the option, with 'auto' as off."""
+    the option, with 'auto' as off. `args_cls`: a TrainingArguments subclass (TRL's DPOConfig...) taking `extra`, which
+    may also override the settings here."""
     from transformers import TrainingArguments
+
+    args_cls = args_cls or TrainingArguments
 
     device = default_device()
     precision = train_precision(opts).name
@@ -74,7 +85,7 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mod
         raise LlmforgeError("train.early_stopping_patience needs a validation split (data.split.validation > 0)")
     best = bool(opts.early_stopping_patience)  # keep (and end on) the best checkpoint by eval loss
     save_strategy = eval_strategy if best else ("steps" if opts.save_steps else "no")
-    return TrainingArguments(
+    settings: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=opts.epochs,
         max_steps=opts.max_steps,
@@ -112,6 +123,7 @@ def training_arguments(opts: TrainOptions, output_dir: Path, has_eval: bool, mod
         include_num_input_tokens_seen="non_padding",
         logging_nan_inf_filter=False,  # a NaN loss must be seen (and stop the run), not averaged away
     )
+    return args_cls(**{**settings, **extra})
 
 
 def peak_memory_bytes() -> int:
@@ -124,16 +136,18 @@ def peak_memory_bytes() -> int:
 def _save(model: Any, tokenizer: Any, cfg: TrainConfig, run: RunDir) -> dict[str, Any]:
     """Write the adapter and/or the full model with its tokenizer; say in the manifest which is where."""
     info: dict[str, Any] = {"method": cfg.train.method, "adapter_dir": None, "model_dir": None}
+    if is_preference(cfg.train):
+        info["weights"] = cfg.train.weights
     base = resolve_model(cfg.train.distill.teacher if cfg.train.method == "distill" else cfg.model.name_or_path).path
     info["base_model"] = str(Path(base).resolve()) if Path(base).exists() else base
-    if cfg.train.method in ADAPTER_METHODS:
+    if cfg.train.weights in ADAPTER_METHODS:
         model.peft_config["default"].base_model_name_or_path = info["base_model"]
         model.save_pretrained(str(run.file("adapter")))
         tokenizer.save_pretrained(str(run.file("adapter")))
         info["adapter_dir"] = "adapter"
         if cfg.train.merge:
             model = model.merge_and_unload()
-    if cfg.train.method in ("full", "distill") or cfg.train.merge:
+    if cfg.train.weights in ("full", "distill") or cfg.train.merge:
         model.config.use_cache = True
         model.save_pretrained(str(run.file("model")))
         tokenizer.save_pretrained(str(run.file("model")))
@@ -172,15 +186,22 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
     threads = cpu_threads(cfg.train.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     set_seed(cfg.train.seed)
-    train_set = load_split(cfg.data, "train").remove_columns(["attention_mask"])
-    val_set = load_split(cfg.data, "validation").remove_columns(["attention_mask"])
+    train_set, val_set = (_check_kind(load_split(cfg.data, s), cfg) for s in ("train", "validation"))
     teacher = load_teacher(cfg.model, cfg.train)
     model, tokenizer = load_base(cfg.model, cfg.train, teacher)
     template = read_manifest(cfg.data).get("chat_template")
     if template:  # the data was rendered with a chosen template: the model is saved with it, to be served with it
         tokenizer.chat_template = (Path(cfg.data) / template).read_text(encoding="utf-8")
     model.config.use_cache = False  # required for packed samples to stay separate
-    model = apply_method(model, cfg.train)
+    pref = is_preference(cfg.train)
+    if pref:
+        train_set, val_set = (preference_rows(s, tokenizer) for s in (train_set, val_set))
+        # The reference for the held-out rewards: the model before training (a resumed run has not loaded its
+        # checkpoint yet), computed once here rather than kept as a second copy.
+        reference = completion_logps(model, tokenizer, val_set, cfg.train.batch_size) if len(val_set) else None
+    else:
+        train_set, val_set = (s.remove_columns(["attention_mask"]) for s in (train_set, val_set))
+        model = apply_method(model, cfg.train)
     # The model trained from is a parent when it is a run (a registry version's, verified), beside the data.
     start = resolve_model(cfg.model.name_or_path).run_dir
     with RunDir(cfg.output_dir, kind="model", command="train", config=cfg, **lineage(start, cfg.data),
@@ -192,16 +213,20 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
             from transformers import EarlyStoppingCallback
 
             callbacks = [EarlyStoppingCallback(cfg.train.early_stopping_patience), *(callbacks or [])]
-        trainer_cls, extra = _trainer_class(model, teacher, cfg.train)
-        lengths = sample_lengths(train_set)
-        checkpointing = gradient_checkpointing(cfg.train, model, max(lengths), mode != "packed")
-        trainer = trainer_cls(
-            model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, mode,
-                                                 checkpointing),
-            train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
-            data_collator=make_collator(tokenizer, mode), processing_class=tokenizer,
-            callbacks=[guard, *(callbacks or [])], **extra,
-        )
+        if pref:
+            trainer = _preference_trainer(cfg, model, tokenizer, train_set, val_set, run, [guard, *(callbacks or [])])
+            trainer_cls, checkpointing = type(trainer), trainer.args.activation_checkpointing
+        else:
+            trainer_cls, extra = _trainer_class(model, teacher, cfg.train)
+            lengths = sample_lengths(train_set)
+            checkpointing = gradient_checkpointing(cfg.train, model, max(lengths), mode != "packed")
+            trainer = trainer_cls(
+                model=model, args=training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, mode,
+                                                     checkpointing),
+                train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
+                data_collator=make_collator(tokenizer, mode), processing_class=tokenizer,
+                callbacks=[guard, *(callbacks or [])], **extra,
+            )
         if callbacks:  # the caller shows progress; drop the Trainer's own printing of log dicts
             from transformers.trainer_callback import PrinterCallback
 
@@ -235,7 +260,12 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
             "gradient_checkpointing": checkpointing,
             "chunked_loss": trainer_cls is ChunkedLossTrainer,
         }
-        if len(val_set):
+        if pref and reference is not None:
+            scores = preference_scores(completion_logps(model, tokenizer, val_set, cfg.train.batch_size), reference,
+                                       cfg.train.preference.beta)
+            metrics.update({f"eval_{k}": v for k, v in scores.items()}, eval_pairs=len(val_set),
+                           eval_logp_margin_before=float((reference[0] - reference[1]).mean()))
+        elif len(val_set):
             val_rows = load_split(cfg.data, "validation")
             val = score(model, val_rows, _score_batch(model, cfg.train.batch_size, max(sample_lengths(val_rows))))
             metrics.update(eval_loss=val["loss"], eval_perplexity=val["perplexity"], eval_tokens=val["tokens"])
@@ -247,6 +277,41 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
         _remove_checkpoints(run)
         run.finish(metrics)
     return StageResult(cfg.output_dir, metrics)
+
+
+def _check_kind(rows: Any, cfg: TrainConfig) -> Any:
+    """A preference method needs prepared pairs, the other methods prepared samples: say so, not a KeyError."""
+    pairs = "chosen" in rows.column_names
+    if pairs != is_preference(cfg.train):
+        raise LlmforgeError(
+            f"train.method={cfg.train.method} needs " + ("preference pairs (prompt/chosen/rejected)" if not pairs
+                                                         else "samples, not preference pairs")
+            + f", but {cfg.data} holds " + ("preference pairs: use train.method dpo, orpo or kto" if pairs
+                                            else "samples: prepare prompt/chosen/rejected records for it")
+        )
+    return rows
+
+
+def _preference_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_set: Any, val_set: Any, run: RunDir,
+                        callbacks: list[Any]) -> Any:
+    """TRL's DPO/ORPO/KTO trainer on the run's arguments (`llmforge.train.preference`); with adapters the model is
+    handed over plain with a `peft_config`, so that the reference is the model with the adapter disabled."""
+    parts = preference_parts(cfg.train)
+    if parts.args.get("train_sampling_strategy") == "sequential" and cfg.train.shuffle:
+        train_set = train_set.shuffle(seed=cfg.train.seed)  # once, seeded: a resumed run sees the same order
+    longest = max(pair_lengths(train_set, tokenizer))
+    # A step scores chosen and rejected: twice the batch's sequences.
+    doubled = cfg.train.model_copy(update={"batch_size": 2 * cfg.train.batch_size})
+    checkpointing = gradient_checkpointing(doubled, model, longest, True)
+    args = training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, "padded", checkpointing,
+                              parts.args_cls, **parts.args)
+    trainer = parts.trainer_cls(
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,
+        processing_class=tokenizer, callbacks=callbacks, **parts.trainer_kwargs,
+    )
+    if "peft_config" in parts.trainer_kwargs and train_precision(cfg.train).name != "fp32":
+        adapter_sums_in_fp32(trainer.model)
+    return trainer
 
 
 def _trainer_class(model: Any, teacher: Any, opts: TrainOptions) -> tuple[type, dict[str, Any]]:
