@@ -31,6 +31,7 @@ from llmforge.serve.engine import (
     GenerationRequest,
     QueueFullError,
 )
+from llmforge.serve.guided import Grammar, GrammarError, compile_grammar
 from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel
 from llmforge.serve.prompts import PromptError, chat_ids, message_ids, text_ids, token_text
@@ -182,8 +183,9 @@ class Generation:
         fmt = model_tool_format(model.backend) if parses_calls(body) else None
         budget = self.max_tokens(model, prompt, body.token_limit)
         rid = request.state.request_id
-        requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias), f"{rid}-{i}")
-                    for i in range(body.n)]
+        grammar = await _grammar(body, model)
+        requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias, grammar),
+                                 f"{rid}-{i}") for i in range(body.n)]
         results = self.submit(model, requests, "messages", request)
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
         if body.stream:
@@ -281,7 +283,9 @@ class Generation:
         bias = _logit_bias(body, tokenizer)
         budgets = [self.max_tokens(model, p, body.token_limit) for p in prompts]
         rid = request.state.request_id
-        requests = [self.request(p, _params(body, b, body.top_alternatives, i, bias), f"{rid}-{k * body.n + i}")
+        grammar = await _grammar(body, model)
+        requests = [self.request(p, _params(body, b, body.top_alternatives, i, bias, grammar),
+                                 f"{rid}-{k * body.n + i}")
                     for k, (p, b) in enumerate(zip(prompts, budgets)) for i in range(body.n)]
         results = self.submit(model, requests, "prompt", request)
         meta = {"id": f"cmpl-{rid}", "model": model.name, "created": int(time.time())}
@@ -405,8 +409,24 @@ def _logit_bias(body: s.SamplingFields, tokenizer: Any) -> tuple[tuple[int, floa
     return bias
 
 
+async def _grammar(body: s.SamplingFields, model: ServedModel) -> Grammar | None:
+    """The structured output a request asks for, compiled for the model's tokenizer (off the event loop: the
+    first grammar for a tokenizer builds its token trie); a 400 naming the field when it cannot be compiled."""
+    asked = {"response_format": body.response_format.spec() if body.response_format else None,
+             "guided_json": body.guided_json, "guided_regex": body.guided_regex, "guided_choice": body.guided_choice}
+    if all(v is None for v in asked.values()):
+        return None
+    backend = model.backend
+    try:
+        return await asyncio.to_thread(compile_grammar, backend.tokenizer,  # type: ignore[union-attr]
+                                       frozenset(backend.eos_token_ids), **asked)  # type: ignore[union-attr]
+    except GrammarError as exc:
+        field = next(k for k, v in asked.items() if v is not None)
+        raise APIError(400, str(exc), param=field, code="invalid_grammar") from exc
+
+
 def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choice: int,
-            bias: tuple[tuple[int, float], ...] = ()) -> SamplingParams:
+            bias: tuple[tuple[int, float], ...] = (), grammar: Grammar | None = None) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
         # Each of n choices gets its own seed, so they differ from each other yet repeat with the same request
@@ -415,6 +435,7 @@ def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choic
         stop=tuple(body.stop or ()), presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty, logprobs=logprobs, ignore_eos=body.ignore_eos,
         top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty, logit_bias=bias,
+        grammar=grammar,
     )
 
 

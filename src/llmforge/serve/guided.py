@@ -111,7 +111,16 @@ def _schema(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def grammar_spec(response_format: dict[str, Any] | None = None, guided_json: Any = None,
+def grammar_spec(*args: Any, **kwargs: Any) -> tuple[str, str] | None:
+    try:
+        return _grammar_spec(*args, **kwargs)
+    except GrammarError:
+        raise
+    except Exception as exc:  # llguidance refuses a construct (a regex feature it lacks, ...): the caller's to fix
+        raise GrammarError(f"the grammar cannot be compiled: {exc}") from None
+
+
+def _grammar_spec(response_format: dict[str, Any] | None = None, guided_json: Any = None,
                  guided_regex: str | None = None, guided_choice: list[str] | None = None) -> tuple[str, str] | None:
     """(llguidance grammar, kind) for what a request asks for; None when it asks for free text."""
     ll = _llguidance().LLMatcher

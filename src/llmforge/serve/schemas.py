@@ -82,6 +82,35 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Strict):
+    """OpenAI's `response_format.json_schema`: the schema the reply must follow."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = None  # accepted: every schema is enforced strictly here (constrained decoding)
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs 'json_schema'")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """As `llmforge.serve.guided` reads it."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.json_schema is not None:
+            out["json_schema"] = {"schema": self.json_schema.schema_}
+        return out
+
+
 class SamplingFields(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
@@ -103,6 +132,15 @@ class SamplingFields(_Request):
                          description="vLLM extension: drop tokens below min_p x the top token's probability.")
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0,
                                       description="vLLM extension: > 1 discourages prompt and output tokens.")
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the reply is constrained to it (structured output).")
+    guided_json: dict[str, Any] | Annotated[str, Field(max_length=MAX_TEXT)] | None = Field(
+        None, description="vLLM extension: a JSON schema (object or its text) the reply is constrained to.")
+    guided_regex: str | None = Field(None, max_length=4096,
+                                     description="vLLM extension: a regular expression the reply must match.")
+    guided_choice: Annotated[list[Annotated[str, Field(min_length=1, max_length=1024)]],
+                             Field(min_length=1, max_length=256)] | None = Field(
+        None, description="vLLM extension: the reply is exactly one of these strings.")
     user: str | None = None
     metadata: dict[str, str] | None = None  # OpenAI's bookkeeping fields: accepted, no effect on the result
     store: bool | None = None

@@ -124,3 +124,71 @@ def test_bad_grammars_are_refused_with_the_reason(backend: FakeBackend, asked: d
 
 def test_text_response_format_is_free_text(backend: FakeBackend) -> None:
     assert grammar(backend, response_format={"type": "text"}) is None
+
+
+# --- over HTTP, with the official openai client -------------------------------------------------------------------
+
+
+@pytest.fixture()
+def client(fake_backend: FakeBackend) -> Iterator[Any]:
+    import openai
+    import torch
+    from fastapi.testclient import TestClient
+
+    from llmforge.serve.app import create_app
+    from llmforge.serve.settings import ServeSettings
+    from tests.unit.serve.conftest import API_KEY
+
+    threads = torch.get_num_threads()
+    settings = ServeSettings(models={"fake": "fake"}, api_keys=[API_KEY], device="cpu", warmup=False)
+    with TestClient(create_app(settings, loader=lambda ref, opts, name: fake_backend),
+                    headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        while http.get("/ready").status_code != 200:
+            pass
+        yield openai.OpenAI(base_url="http://testserver/v1", api_key=API_KEY, http_client=http, max_retries=0)
+    torch.set_num_threads(threads)
+
+
+def test_openai_client_parse_returns_the_pydantic_object(client: Any) -> None:
+    """`client.chat.completions.parse(response_format=Model)`: the official structured-output flow."""
+    from typing import Literal
+
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):
+        name: str = Field(max_length=12)
+        continent: Literal["Africa", "Europe", "Asia"]
+        capital: bool
+        rank: int = Field(ge=1, le=500)
+
+    for temperature in (0.0, 1.0):
+        reply = client.chat.completions.parse(model="fake", messages=[{"role": "user", "content": "A city?"}],
+                                              response_format=City, temperature=temperature, max_tokens=200, n=2)
+        for choice in reply.choices:
+            assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, City)
+
+
+def test_streamed_and_vllm_fields(client: Any) -> None:
+    chunks = client.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "Pick"}], stream=True, max_tokens=50,
+        extra_body={"guided_choice": ["alpha", "beta gamma"]})
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text in ("alpha", "beta gamma")
+    done = client.completions.create(model="fake", prompt="Code:", max_tokens=30,
+                                     extra_body={"guided_regex": "[a-f0-9]{8}"})
+    assert re.fullmatch("[a-f0-9]{8}", done.choices[0].text) and done.choices[0].finish_reason == "stop"
+    obj = client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "{"}], max_tokens=200,
+                                         response_format={"type": "json_object"}, temperature=0)
+    assert isinstance(json.loads(obj.choices[0].message.content), dict)
+
+
+def test_bad_grammar_is_a_400_naming_the_field(client: Any) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"guided_regex": "(unclosed"})
+    assert err.value.body["param"] == "guided_regex" and err.value.body["code"] == "invalid_grammar"
+    with pytest.raises(openai.BadRequestError, match="json_schema"):
+        client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "x"}],
+                                       response_format={"type": "json_schema"})  # type: ignore[typeddict-item]

@@ -87,7 +87,7 @@ def test_requests_validate_like_openai() -> None:
     assert ok.token_limit == 5 and ok.stop == ["x"] and ok.messages[0].text() == "hi"
     for bad in ({"messages": []}, {"temperature": 3}, {"stop": ["a", "b", "c", "d", "e"]}, {"n": 0},
                 {"top_logprobs": 2}, {"tools": [{"type": "function"}]}, {"logit_bias": {"x": 2}},
-                {"logit_bias": {"1": 101}}, {"guided_json": {}}, {"top_k": -2}, {"min_p": 1.5},
+                {"logit_bias": {"1": 101}}, {"guided_regex": 3}, {"top_k": -2}, {"min_p": 1.5},
                 {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}):
         with pytest.raises(ValidationError):
             ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}],
