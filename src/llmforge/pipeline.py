@@ -111,8 +111,8 @@ def export_model(cfg: PipelineConfig, hooks: Hooks) -> dict[str, Any]:
             "formats": formats}
 
 
-_ANSWER_KEYS = ("generated_samples", "rouge1", "rouge2", "rougeL", "exact_match", "syntax_valid",
-                "repetition_rate", "mean_generated_tokens")
+_ANSWER_KEYS = ("generated_samples", "rouge1", "rouge2", "rougeL", "bertscore_f1", "coherence", "exact_match",
+                "syntax_valid", "repetition_rate", "mean_generated_tokens")
 
 
 def _answer_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

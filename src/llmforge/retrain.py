@@ -30,7 +30,8 @@ from llmforge.registry.gate import ANSWER_METRICS
 from llmforge.stages import PipelineConfig, Stages
 
 KEPT_METRICS = ("perplexity", "loss", "tokens", "samples", "generated_samples", "rouge1", "rouge2", "rougeL",
-                "exact_match", "syntax_valid", "embedding_similarity", "repetition_rate", "harness")
+                "bertscore_f1", "coherence", "exact_match", "syntax_valid", "embedding_similarity", "repetition_rate",
+                "harness")
 
 
 def training_data(run_dir: Path, ref: str) -> Path:

@@ -24,7 +24,8 @@ from llmforge.config import Section
 
 # Lower is better for these: perplexity has its own line; the others are not quality scores to hold up.
 NOT_DROP_METRICS = ("perplexity", "loss", "nll_sum", "tokens", "samples", "repetition_rate", "mean_generated_tokens")
-ANSWER_METRICS = ("rouge1", "rouge2", "rougeL", "exact_match", "syntax_valid", "embedding_similarity")
+ANSWER_METRICS = ("rouge1", "rouge2", "rougeL", "bertscore_f1", "coherence", "exact_match", "syntax_valid",
+                  "embedding_similarity")
 
 
 class PromotionGate(Section):
