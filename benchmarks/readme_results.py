@@ -7,8 +7,8 @@ bench scripts left in benchmarks/results/ (prepare.json, train_throughput.json, 
 replaces the block between `<!-- results:start -->` and `<!-- results:end -->` in README.md; from
 `runs/demo-real/summary.json` (`make demo-real`) it replaces the block between `<!-- real-results:start -->` and
 `<!-- real-results:end -->`. Either block is left as it is when its summary is missing. benchmarks/real_model.py's
-`real_model.md` fills `<!-- real-bench:start -->` on its own, and benchmarks/playground_cost.py's JSON
-`<!-- playground-cost:start -->`. The model-families table
+`real_model.md` fills `<!-- real-bench:start -->` on its own, benchmarks/playground_cost.py's JSON
+`<!-- playground-cost:start -->` and benchmarks/structured.py's table `<!-- structured:start -->`. The model-families table
 (`<!-- families:start -->`) is rendered from `llmforge.models.families`, the registry the family matrix test
 checks; `--families-only` writes just that block.
 """
@@ -211,6 +211,9 @@ def main() -> None:
         text = _replace_block(text, "real-bench", "SmolLM2-135M-Instruct against what users run instead: the seed's "
                               "LoRA recipe, PyTorch decoding, the seed-style server and llama.cpp's own server "
                               "(`benchmarks/real_model.py`):\n\n" + real_bench.read_text().strip())
+    structured = ROOT / "benchmarks" / "results" / "structured.md"
+    if not args.families_only and structured.exists():  # its own block: written by benchmarks/structured.py
+        text = _replace_block(text, "structured", structured.read_text().strip())
     cost = ROOT / "benchmarks" / "results" / "playground_cost.json"
     if not args.families_only and cost.exists():  # its own block: written by benchmarks/playground_cost.py
         text = _replace_block(text, "playground-cost", playground_cost(json.loads(cost.read_text())))
