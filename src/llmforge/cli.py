@@ -291,6 +291,33 @@ def ab_report_command(
     say(json.dumps(report.to_dict(), indent=2) if json_ else report.markdown())
 
 
+rag_app = typer.Typer(help="Retrieval-augmented generation: index documents for `serve --rag`.", no_args_is_help=True)
+app.add_typer(rag_app, name="rag")
+
+
+@rag_app.command("index")
+def rag_index_command(
+    docs: Annotated[list[Path], typer.Argument(help="Text/markdown files or directories of them.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index directory to write.")],
+    chunk_tokens: Annotated[int, typer.Option(help="Encoder tokens per chunk.")] = 200,
+    chunk_overlap: Annotated[int, typer.Option(help="Tokens a chunk shares with the one before it.")] = 40,
+    encoder: Annotated[Optional[str], typer.Option(help="Local encoder dir (default: bundled all-MiniLM-L6-v2).")]
+    = None,
+    exact_below: Annotated[Optional[int], typer.Option(help="Exact search below this many chunks, HNSW above.")]
+    = None,
+) -> None:
+    """Chunk, embed (local encoder) and index documents with FAISS into a self-describing index directory."""
+    from llmforge.config import validate
+    from llmforge.rag import RagIndexConfig, build_index
+    from llmforge.ui import say
+
+    flags = {"docs": docs, "output": output, "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
+             "encoder": encoder, "exact_below": exact_below}
+    result = build_index(validate(RagIndexConfig, {k: v for k, v in flags.items() if v is not None}, "rag index"))
+    m = result.metrics
+    say(f"{result.output_dir}: {m['chunks']} chunks ({m['tokens']} tokens) from {m['files']} files")
+
+
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="Pipeline YAML.")], set_: SetOpt = None) -> None:
     """The whole pipeline from one YAML, each stage in its own run dir under the config's output_dir.

@@ -1,0 +1,6 @@
+"""Retrieval-augmented generation: chunk documents, embed them with a local encoder, index them with FAISS
+(`build_index`), and retrieve passages for a query (`RagIndex.search`); serve and eval consume it."""
+
+from llmforge.rag.index import Hit, RagIndex, RagIndexConfig, build_index, load_index
+
+__all__ = ["Hit", "RagIndex", "RagIndexConfig", "build_index", "load_index"]
