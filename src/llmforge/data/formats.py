@@ -1,12 +1,16 @@
 """Record formats: detect which one a record is in, validate it, and normalize it to one `Example`.
 
 Every format becomes one of three kinds: a chat (a list of messages ending with the assistant), plain text,
-or a preference pair. Validation lists every problem of a record at once, each naming the field
-("output", "messages[2].role") and what is allowed, so a dataset can be fixed in one pass.
+or a preference pair. A `messages` chat may call tools, as OpenAI's API spells it: assistant messages with
+`tool_calls` (their `content` then may be null), `tool` messages answering a call by its `tool_call_id`, and the
+record's `tools` (OpenAI function specs) for the chat template to show. Validation lists every problem of a record
+at once, each naming the field ("output", "messages[2].role") and what is allowed, so a dataset can be fixed in
+one pass.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +18,7 @@ from typing import Any, Literal
 
 from llmforge.data.readers import RawRecord
 from llmforge.errors import ConfigError, LlmforgeError, Problem
+from llmforge.models.chat import template_turn
 
 FORMATS: tuple[str, ...] = ("input_output", "alpaca", "dolly", "sharegpt", "messages", "text", "preference")
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -27,7 +32,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "text": ("text",),
     "preference": ("prompt", "chosen", "rejected"),
 }
-_OPTIONAL: dict[str, tuple[str, ...]] = {"alpaca": ("input",), "dolly": ("context",)}
+_OPTIONAL: dict[str, tuple[str, ...]] = {"alpaca": ("input",), "dolly": ("context",), "messages": ("tools",)}
 # Most specific first: an alpaca record also has "input" and "output", a preference record may have "text".
 _DETECT_ORDER = ("preference", "messages", "sharegpt", "dolly", "alpaca", "input_output", "text")
 # Every canonical field name, the keys allowed in `columns`.
@@ -56,11 +61,27 @@ _Issues = list[tuple[str | None, str]]  # (field path, message), collected befor
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call an assistant turn makes: `arguments` is the JSON object as text (canonical: `json.dumps`)."""
+
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
-    """One chat turn; `role` is one of ROLES."""
+    """One chat turn; `role` is one of ROLES. An assistant turn may carry tool calls, a tool turn the call's id."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def turn(self) -> dict[str, Any]:
+        """The message as chat templates take it, as serve passes it (`llmforge.models.chat.template_turn`)."""
+        calls = [{"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in self.tool_calls]
+        return template_turn(self.role, self.content, calls, self.tool_call_id)
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,14 @@ class Example:
     chosen: str = ""
     rejected: str = ""
     group: str | None = None
+    tools: tuple[str, ...] = ()  # each tool's spec as JSON text (kept hashable), in the record's order
+
+    def turns(self) -> list[dict[str, Any]]:
+        return [m.turn() for m in self.messages]
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The record's tools for the template's `tools`, or None when it has none."""
+        return [json.loads(t) for t in self.tools] or None
 
 
 def detect_format(data: Mapping[str, Any]) -> str | None:
@@ -229,15 +258,16 @@ class _ChatSchema:
     role_key: str
     content_key: str
     roles: Mapping[str, str]  # accepted spelling -> normalized role
+    calls: bool = False  # OpenAI's tool_calls / tool_call_id are read (the messages format)
 
 
-_MESSAGES = _ChatSchema("messages", "role", "content", _MESSAGE_ROLES)
+_MESSAGES = _ChatSchema("messages", "role", "content", _MESSAGE_ROLES, calls=True)
 _SHAREGPT = _ChatSchema("conversations", "from", "value", _SHAREGPT_ROLES)
 _PROMPT = _ChatSchema("prompt", "role", "content", _MESSAGE_ROLES)
 
 
 def _messages(data: Mapping[str, Any], issues: _Issues) -> dict[str, Any]:
-    return {"kind": "chat", "messages": _chat(data, _MESSAGES, "assistant", issues)}
+    return {"kind": "chat", "messages": _chat(data, _MESSAGES, "assistant", issues), "tools": _tools(data, issues)}
 
 
 def _sharegpt(data: Mapping[str, Any], issues: _Issues) -> dict[str, Any]:
@@ -247,9 +277,12 @@ def _sharegpt(data: Mapping[str, Any], issues: _Issues) -> dict[str, Any]:
 def _chat(data: Mapping[str, Any], schema: _ChatSchema, last: str, issues: _Issues) -> tuple[Message, ...]:
     if schema.key not in data:
         return ()
+    before = len(issues)
     messages = _turns(data[schema.key], schema, issues)
     if messages is None:
         return ()
+    if schema.calls and len(issues) == before:  # calls that failed their own checks answer nothing here
+        _check_answers(messages, schema, issues)
     _check_order(messages, schema, last, issues)
     return messages
 
@@ -285,14 +318,138 @@ def _turns(items: Any, schema: _ChatSchema, issues: _Issues) -> tuple[Message, .
             issues.append((where, f"expected an object, got {_type_name(item)}; {needs}"))
             continue
         role = _role(item, f"{where}.{schema.role_key}", schema, issues)
+        calls = _tool_calls(item, role, where, issues) if schema.calls else ()
         content = ""
-        if schema.content_key not in item:
+        if _calls_tools(item, role, schema) and item.get(schema.content_key) in (None, ""):  # calls alone
+            pass
+        elif schema.content_key not in item:
             issues.append((f"{where}.{schema.content_key}", f"missing; {needs}"))
         else:
             content = _string(item[schema.content_key], f"{where}.{schema.content_key}", issues)
+        call_id = _tool_call_id(item, role, where, issues) if schema.calls else None
         if role is not None:
-            messages.append(Message(role, content))
+            messages.append(Message(role, content, calls, call_id))
     return tuple(messages) if len(messages) == len(items) else None
+
+
+def _calls_tools(item: Mapping[str, Any], role: str | None, schema: _ChatSchema) -> bool:
+    """Whether an assistant message makes calls (then its content may be null, as OpenAI's API allows)."""
+    calls = item.get("tool_calls")
+    return schema.calls and role == "assistant" and isinstance(calls, list) and bool(calls)
+
+
+_CALL_SHAPE = 'each call is {"id": ..., "type": "function", "function": {"name": ..., "arguments": ...}}'
+
+
+def _tool_calls(item: Mapping[str, Any], role: str | None, where: str, issues: _Issues) -> tuple[ToolCall, ...]:
+    """An assistant message's calls (null or [] is none), each checked as OpenAI's API checks it."""
+    items = item.get("tool_calls")
+    if items is None or items == []:
+        return ()
+    path = f"{where}.tool_calls"
+    if role != "assistant":
+        if role is not None:
+            issues.append((path, f"only an assistant message may make tool calls, not a '{role}' message"))
+        return ()
+    if not isinstance(items, list):
+        issues.append((path, f"expected a list of calls, got {_type_name(items)}; {_CALL_SHAPE}"))
+        return ()
+    calls = [_tool_call(call, f"{path}[{i}]", issues) for i, call in enumerate(items)]
+    return tuple(c for c in calls if c is not None)
+
+
+def _tool_call(call: Any, path: str, issues: _Issues) -> ToolCall | None:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        got = _type_name(call) if not isinstance(call, dict) else "no 'function' object"
+        issues.append((path, f"expected a call, got {got}; {_CALL_SHAPE}"))
+        return None
+    ok = True
+    if call.get("type", "function") != "function":
+        issues.append((f"{path}.type", f"unknown call type {call['type']!r}; allowed: function"))
+        ok = False
+    if call.get("id") is not None and not isinstance(call["id"], str):
+        issues.append((f"{path}.id", f"expected a string, got {_type_name(call['id'])}"))
+        ok = False
+    function = call["function"]
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        issues.append((f"{path}.function.name", "missing" if name is None else
+                       f"expected the function's name, got {_type_name(name) if name != '' else 'an empty string'}"))
+        ok = False
+    arguments = _arguments(function.get("arguments"), f"{path}.function.arguments", issues)
+    if not ok or arguments is None:
+        return None
+    return ToolCall(name=name, arguments=arguments, id=call.get("id"))
+
+
+def _arguments(value: Any, path: str, issues: _Issues) -> str | None:
+    """A call's arguments as canonical JSON text: given as JSON text (OpenAI's) or as an object."""
+    allowed = "expected a JSON object, as text (OpenAI's) or as an object"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            issues.append((path, f"is not valid JSON ({exc}); {allowed}"))
+            return None
+    if not isinstance(value, dict):
+        issues.append((path, f"{'missing' if value is None else 'got ' + _type_name(value)}; {allowed}"))
+        return None
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _tool_call_id(item: Mapping[str, Any], role: str | None, where: str, issues: _Issues) -> str | None:
+    """A tool message's `tool_call_id`: required, as OpenAI's API requires it."""
+    if role != "tool":
+        return None
+    value = item.get("tool_call_id")
+    if not isinstance(value, str) or not value:
+        got = "missing" if value is None else f"expected a string, got {_type_name(value)}"
+        issues.append((f"{where}.tool_call_id", f"{got}; a tool message names the call it answers (the id of one "
+                       "of the tool_calls of the assistant message before it)"))
+        return None
+    if item.get("name") is not None and not isinstance(item["name"], str):
+        issues.append((f"{where}.name", f"expected a string, got {_type_name(item['name'])}"))
+    return value
+
+
+def _check_answers(messages: Sequence[Message], schema: _ChatSchema, issues: _Issues) -> None:
+    """Each tool message answers a call of the assistant message before it (by id, where the calls have ids)."""
+    calls: tuple[ToolCall, ...] = ()
+    for i, message in enumerate(messages):
+        if message.role == "assistant":
+            calls = message.tool_calls
+        elif message.role == "tool" and message.tool_call_id is not None:
+            path = f"{schema.key}[{i}].tool_call_id"
+            ids = [c.id for c in calls if c.id is not None]
+            if not calls:
+                issues.append((path, "answers no call: the assistant message before it has no tool_calls"))
+            elif ids and message.tool_call_id not in ids:
+                issues.append((path, f"{message.tool_call_id!r} is not the id of a call of the assistant message "
+                                     f"before it; its calls: {', '.join(ids)}"))
+
+
+def _tools(data: Mapping[str, Any], issues: _Issues) -> tuple[str, ...]:
+    """The record's `tools` (OpenAI function specs) as JSON text each; null or [] is none."""
+    tools = data.get("tools")
+    if tools is None or tools == []:
+        return ()
+    shape = 'each tool is {"type": "function", "function": {"name": ..., "description": ..., "parameters": {...}}}'
+    if not isinstance(tools, list):
+        issues.append(("tools", f"expected a list of tools, got {_type_name(tools)}; {shape}"))
+        return ()
+    out = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            issues.append((f"tools[{i}]", f"expected a function tool; {shape}"))
+        elif not isinstance(function.get("name"), str) or not function["name"].strip():
+            issues.append((f"tools[{i}].function.name", "missing; every tool has a name"))
+        elif function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+            issues.append((f"tools[{i}].function.parameters",
+                           f"expected a JSON schema object, got {_type_name(function['parameters'])}"))
+        else:
+            out.append(json.dumps(tool, ensure_ascii=False))
+    return tuple(out)
 
 
 def _role(item: Mapping[str, Any], path: str, schema: _ChatSchema, issues: _Issues) -> str | None:

@@ -12,6 +12,12 @@ token joining the prompt's last newline to an answer's leading whitespace, is on
 At a turn's end the end-of-turn token is trained and what follows it (the newline after `<|im_end|>`, Phi-3's
 closing eos) is not: those are separate tokens. Where a template ends a turn with plain text instead, a token
 running past the answer's last character is trained with it, for the same reason.
+A tool-calling chat renders with the record's `tools` (the template's own `tools`, as serve passes them) and its
+calls in the messages (`llmforge.models.chat.template_turn`, shared with serve). An assistant turn that calls tools
+is trained the same way: from the generation prompt through its end-of-turn token, so the rendered calls (Qwen2.5's
+`<tool_call>` blocks, Llama 3.1's JSON) and any content the template writes beside them; tool results are the
+prompt of the next turn and never trained. A template that ignores the record's tools or calls is refused for
+that record (`RecordError`, naming the field), never trained on calls to tools the model was never shown.
 Labels are aligned with `input_ids` (the model shifts them), so there is no off-by-one to get wrong here.
 Text: every token is trainable, and eos closes the document.
 """
@@ -26,6 +32,16 @@ from llmforge.errors import LlmforgeError
 from llmforge.models.chat import ensure_chat_template
 
 IGNORE = -100
+TOOL_TEMPLATES = ("a template that renders OpenAI tools and tool_calls: Qwen2.5's, Llama 3.1's, Hermes', or "
+                  "data.chat_template set to such a Jinja file")
+
+
+class RecordError(LlmforgeError):
+    """One record the chat template cannot show as it is; `field` names the part of the record."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -57,7 +73,7 @@ class ChatRenderer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.checked: set[bool] = set()
+        self.checked: set[tuple[bool, bool, bool]] = set()
         try:
             from transformers.utils.chat_template_utils import _compile_jinja_template
 
@@ -65,21 +81,24 @@ class ChatRenderer:
         except Exception:  # a private helper of transformers: if it moved, use the public path
             self.template = None
 
-    def _slow(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+    def _slow(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
+              tools: list[dict[str, Any]] | None) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                  **({"tools": tools} if tools else {}))  # as serve's chat_ids
 
-    def __call__(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        messages = list(messages)
+    def __call__(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False,
+                 tools: list[dict[str, Any]] | None = None) -> str:
+        messages, tools = list(messages), tools or None
         if self.template is None:
-            return self._slow(messages, add_generation_prompt)
+            return self._slow(messages, add_generation_prompt, tools)
         fast = self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                    tools=None, documents=None, **self.tokenizer.special_tokens_map)
-        if add_generation_prompt not in self.checked:
-            if fast != self._slow(messages, add_generation_prompt):
+                                    tools=tools, documents=None, **self.tokenizer.special_tokens_map)
+        kind = (add_generation_prompt, tools is not None, any("tool_calls" in m for m in messages))
+        if kind not in self.checked:
+            if fast != self._slow(messages, add_generation_prompt, tools):
                 self.template = None
-                return self._slow(messages, add_generation_prompt)
-            self.checked.add(add_generation_prompt)
+                return self._slow(messages, add_generation_prompt, tools)
+            self.checked.add(kind)
         return fast
 
 
@@ -91,34 +110,41 @@ def _turn_end(full: str, content_end: int, turn_end: int, eos: str | None) -> in
     return content_end + len(tail.rstrip())
 
 
-def _closer(full: str, messages: Sequence[dict[str, str]], render: ChatRenderer, eos: str | None) -> str:
+def _closer(full: str, messages: Sequence[dict[str, Any]], render: ChatRenderer, eos: str | None,
+            tools: list[dict[str, Any]] | None = None) -> str:
     """What a template writes after the last turn when no generation prompt follows, e.g. Phi-3's eos: a rendered
     prefix ends with it where the whole conversation goes on. It closes the conversation; it is no turn's end."""
     if not eos or not full.endswith(eos) or len(messages) < 2:
         return ""
-    head = render(messages[:-1])
+    head = render(messages[:-1], tools=tools)
     if head.endswith(eos) and not full.startswith(head) and full.startswith(head[: -len(eos)]):
         return eos
     return ""
 
 
 def render_chat(
-    tokenizer: Any, messages: Sequence[dict[str, str]], train_on_inputs: bool = False,
-    render: ChatRenderer | None = None,
+    tokenizer: Any, messages: Sequence[dict[str, Any]], train_on_inputs: bool = False,
+    render: ChatRenderer | None = None, tools: list[dict[str, Any]] | None = None,
 ) -> Rendered:
+    """`messages` as `llmforge.models.chat.template_turn` gives them; `tools`: the record's OpenAI function specs."""
     if not getattr(tokenizer, "chat_template", None):
         ensure_chat_template(tokenizer)  # raises, naming data.chat_template
     _render = render or ChatRenderer(tokenizer)
-    full = _render(messages)
+    full = _render(messages, tools=tools)
+    if tools and full == _render(messages):
+        raise RecordError("tools", "the chat template does not render tools (the text is the same without them), so "
+                          f"the model would learn to call tools it is never shown; use {TOOL_TEMPLATES}, or drop "
+                          "the record's tools")
     if train_on_inputs:
+        _check_calls(messages, full, range(len(messages)))
         return Rendered(full, ((0, len(full)),))
-    closer = _closer(full, messages, _render, tokenizer.eos_token)
+    closer = _closer(full, messages, _render, tokenizer.eos_token, tools)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prefix = _render(messages[:i], add_generation_prompt=True)
-        through = full if i == len(messages) - 1 else _render(messages[: i + 1])
+        prefix = _render(messages[:i], add_generation_prompt=True, tools=tools)
+        through = full if i == len(messages) - 1 else _render(messages[: i + 1], tools=tools)
         if closer and through.endswith(closer):
             through = through[: -len(closer)]
         if not (full.startswith(prefix) and full.startswith(through)):
@@ -128,11 +154,26 @@ def render_chat(
             )
         start = full.find(message["content"], len(prefix))
         if start < 0 or start >= len(through):
-            raise LlmforgeError("the chat template alters assistant content; cannot label it exactly")
+            if not message.get("tool_calls"):
+                raise LlmforgeError("the chat template alters assistant content; cannot label it exactly")
+            content_end = len(prefix)  # a template may write calls alone (Llama 3.1's): the turn is the calls
+        else:
+            content_end = start + len(message["content"])
         # from where serve's prompt ends: what the template writes before the content is the model's to write
-        spans.append((len(prefix), _turn_end(full, start + len(message["content"]), len(through),
-                                             tokenizer.eos_token)))
+        spans.append((len(prefix), _turn_end(full, content_end, len(through), tokenizer.eos_token)))
+        _check_calls(messages, full[spans[-1][0]:spans[-1][1]], [i])
     return Rendered(full, tuple(spans))
+
+
+def _check_calls(messages: Sequence[dict[str, Any]], text: str, turns: Sequence[int]) -> None:
+    """Every call of the assistant turns `turns` is in `text` (its trained span): a template without tool support
+    (plain ChatML, Llama 3.0's) writes the content alone and would drop the calls silently."""
+    for i in turns:
+        for call in messages[i].get("tool_calls") or ():
+            name = call["function"]["name"]
+            if name not in text:
+                raise RecordError("messages", f"the chat template does not render tool calls (the assistant's call to "
+                                  f"{name!r} is not in its turn); use {TOOL_TEMPLATES}")
 
 
 def render_text(text: str) -> Rendered:

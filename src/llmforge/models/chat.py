@@ -12,7 +12,8 @@ a name (`data.chat_template: path/to/template.jinja`, `--chat-template FILE` in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +104,35 @@ def with_system_folded(render: Callable[[list[dict[str, Any]]], T], messages: li
         except Exception:
             pass
         raise
+
+
+def call_arguments(arguments: Any) -> Any:
+    """A call's arguments as tool-use templates take them (Qwen2.5's and Llama 3.1's `arguments | tojson`): a
+    mapping; JSON text that is no object stays the text it was."""
+    if isinstance(arguments, Mapping):
+        return dict(arguments)
+    try:
+        value = json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+    return value if isinstance(value, dict) else arguments
+
+
+def template_turn(role: str, content: str, tool_calls: Sequence[Mapping[str, Any]] | None = None,
+                  tool_call_id: str | None = None) -> dict[str, Any]:
+    """One OpenAI chat message as chat templates take it, alike in prepare and serve so that a model is served the
+    text it was trained on: an assistant turn's `tool_calls` (OpenAI's `{id, type, function: {name, arguments}}`)
+    with their arguments as a mapping, as vLLM passes them; a tool result with its `tool_call_id`. The keys are
+    there only when set (Llama 3.1's template tests `'tool_calls' in message`)."""
+    turn: dict[str, Any] = {"role": role, "content": content}
+    if tool_calls:
+        turn["tool_calls"] = [
+            {**({"id": c["id"]} if c.get("id") is not None else {}), "type": c.get("type") or "function",
+             "function": {"name": c["function"]["name"], "arguments": call_arguments(c["function"]["arguments"])}}
+            for c in tool_calls]
+    if tool_call_id is not None:
+        turn["tool_call_id"] = tool_call_id
+    return turn
 
 
 def template_text(name_or_file: str) -> str:

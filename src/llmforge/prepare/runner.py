@@ -32,6 +32,7 @@ from llmforge.data.shards import SeenSet, SplitShards
 from llmforge.data.splits import SplitPlan, plan_splits, unit_hash
 from llmforge.data.tokenize import (
     ChatRenderer,
+    RecordError,
     Rendered,
     Tokenized,
     fit_length,
@@ -154,8 +155,11 @@ def split_sources(data: DataConfig, split_files: dict[str, list[str]]) -> dict[s
 
 
 def _content_key(ex: Example) -> str:
-    msgs = [[m.role, m.content] for m in ex.messages]
-    body = json.dumps([ex.kind, msgs, ex.text, ex.chosen, ex.rejected], ensure_ascii=False)
+    # tool calls and tools join the key only where a record has them: other records keep their keys (and splits)
+    msgs = [[m.role, m.content] + ([[[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
+                                   if m.tool_calls or m.tool_call_id else []) for m in ex.messages]
+    body = json.dumps([ex.kind, msgs, ex.text, ex.chosen, ex.rejected] + ([list(ex.tools)] if ex.tools else []),
+                      ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -217,8 +221,8 @@ def _render(tokenizer: Any, ex: Example, cfg: DataConfig, renderer: ChatRenderer
     """The rendered sample, and whether its system message had to be folded into the first user turn."""
     if ex.kind == "text":
         return render_text(ex.text), False
-    messages = [{"role": m.role, "content": m.content} for m in ex.messages]
-    return with_system_folded(lambda m: render_chat(tokenizer, m, cfg.train_on_inputs, renderer), messages)
+    return with_system_folded(lambda m: render_chat(tokenizer, m, cfg.train_on_inputs, renderer, ex.template_tools()),
+                              ex.turns())
 
 
 class _SplitWriter:
@@ -427,6 +431,8 @@ def _stream(cfg: DataConfig, tokenizer: Any, examples: Iterator[tuple[str | None
                 rendered.append(sample)
                 kept.append((split, ex))
                 writer.state.system_folded += folded
+            except RecordError as exc:  # the template cannot show part of it (its tools, its calls)
+                writer.state.add([Problem(ex.source, ex.line, exc.field, str(exc))])
             except (LlmforgeError, TemplateError) as exc:  # this record, not the run: named, like any bad record
                 writer.state.add([Problem(ex.source, ex.line, "messages", f"the chat template cannot render it: "
                                           f"{exc}")])

@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llmforge.models.chat import template_turn
 from llmforge.models.families import family_of
 from llmforge.serve import schemas as s
 
@@ -213,26 +214,10 @@ def model_tool_format(backend: Any) -> str:
 
 
 def chat_turns(messages: list[s.ChatMessage]) -> list[dict[str, Any]]:
-    """Messages as chat templates take them: an assistant turn's `tool_calls` with their arguments as a mapping
-    (what tool-use templates expect, and vLLM passes), a tool result with its `tool_call_id`."""
-    turns = []
-    for m in messages:
-        turn: dict[str, Any] = {"role": m.role, "content": m.text()}
-        if m.tool_calls:
-            turn["tool_calls"] = [{"id": c.id, "type": c.type, "function": {
-                "name": c.function.name, "arguments": _arguments(c.function.arguments)}} for c in m.tool_calls]
-        if m.tool_call_id is not None:
-            turn["tool_call_id"] = m.tool_call_id
-        turns.append(turn)
-    return turns
-
-
-def _arguments(text: str) -> Any:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text  # not JSON: the template gets the text the client sent
-    return value if isinstance(value, dict) else text
+    """Messages as chat templates take them (`llmforge.models.chat.template_turn`, which prepare uses too): an
+    assistant turn's `tool_calls` with their arguments as a mapping, a tool result with its `tool_call_id`."""
+    return [template_turn(m.role, m.text(), [c.model_dump() for c in m.tool_calls] if m.tool_calls else None,
+                          m.tool_call_id) for m in messages]
 
 
 def template_tools(tools: list[s.Tool] | None) -> list[dict[str, Any]] | None:

@@ -10,6 +10,7 @@ from llmforge.data.formats import (
     FORMATS,
     Example,
     Message,
+    ToolCall,
     detect_dataset_format,
     detect_format,
     normalize,
@@ -65,12 +66,14 @@ CASES = [
         {
             "messages": [
                 {"role": "user", "content": "Q"},
-                {"role": "assistant", "content": "call"},
-                {"role": "tool", "content": "42"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"x": 1}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"},
                 {"role": "assistant", "content": "It is 42"},
             ]
         },
-        _chat((U, "Q"), (A, "call"), ("tool", "42"), (A, "It is 42")),
+        (Message(U, "Q"), Message(A, "", (ToolCall("calc", '{"x": 1}', "c1"),)),
+         Message("tool", "42", tool_call_id="c1"), Message(A, "It is 42")),
     ),
 ]
 
