@@ -350,6 +350,9 @@ def show_preview(prepared: Any, model_cfg: Any, n: int) -> None:
 def show_metrics(title: str, metrics: dict[str, Any], output_dir: Any) -> None:
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if not isinstance(v, (dict, list))]
     show(table(f"{title}: {output_dir}", rows))
+    if metrics.get("perplexity_by_script"):
+        show(table("perplexity by script (token-weighted)",
+                   [{"script": s, **m} for s, m in metrics["perplexity_by_script"].items()]))
 
 
 def show_summary(summary: dict[str, Any], total_seconds: float | None = None) -> None:

@@ -11,6 +11,8 @@ from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError
 from llmforge.eval.config import EvalConfig
 from llmforge.metrics.score import score
+from llmforge.metrics.scripts import dominant_script
+from llmforge.metrics.tokens import IGNORE
 from llmforge.models.reference import resolve_ref
 from llmforge.models.runtimes import load_runtime
 from llmforge.progress import Hooks
@@ -60,6 +62,23 @@ def _generation_metrics(
     return metrics
 
 
+def sample_scripts(tokenizer: Any, dataset: Any) -> list[str]:
+    """The dominant script of each sample's scored text (its trainable tokens, decoded without special tokens):
+    the text its perplexity is measured on, not the template or system prompt around it."""
+    scored = [[t for t, lab in zip(ids, labels) if lab != IGNORE]
+              for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+    return [dominant_script(text) for text in tokenizer.batch_decode(scored, skip_special_tokens=True)]
+
+
+def by_script(scored: dict[str, Any]) -> dict[str, Any]:
+    """`perplexity_by_script` for metrics.json when the split mixes two or more scripts; else nothing."""
+    groups = scored.pop("by_group", None) or {}
+    if len(groups) < 2:
+        return {}
+    return {"perplexity_by_script": {script: {k: g[k] for k in ("perplexity", "tokens", "samples")}
+                                     for script, g in groups.items()}}
+
+
 def _context(cfg: EvalConfig, dataset: Any) -> int:
     """The longest sequence a runtime with a fixed context (llama.cpp) must hold: a sample, or a prompt and answer."""
     longest = max(len(ids) for ids in dataset["input_ids"])
@@ -86,9 +105,11 @@ def _evaluate(cfg: EvalConfig, progress: Progress | None) -> StageResult:
                             f"({ref.runtime}): drop eval.harness_tasks, or evaluate the model it was exported from")
     runtime, tokenizer = load_runtime(ref, cfg.model, context=_context(cfg, dataset))
     with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, **lineage(ref.run_dir, cfg.data)) as run:
+        scored = score(runtime, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride,
+                       groups=sample_scripts(tokenizer, dataset))
+        scripts = by_script(scored)  # takes by_group out of scored
         metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path, "runtime": ref.runtime,
-                   "format": ref.format or ref.kind,
-                   **score(runtime, dataset, cfg.eval.batch_size, progress, cfg.eval.window, cfg.eval.stride)}
+                   "format": ref.format or ref.kind, **scored, **scripts}
         if cfg.eval.generate_samples:
             metrics.update(_generation_metrics(cfg, runtime, tokenizer, dataset, run, progress))
         if cfg.eval.harness_tasks:

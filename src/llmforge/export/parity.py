@@ -19,6 +19,23 @@ LogitsFn = Callable[[list[int]], Any]
 GenerateFn = Callable[[list[int], int], list[int]]
 EncodeFn = Callable[[str], list[int]]
 
+# Non-Latin scripts and emoji, where byte-level BPE, normalizers and pre-tokenizer regexes (\p{L}, \p{N}, \p{M})
+# differ most between implementations: Han, kana (incl. half-width), Hangul, Arabic (RTL, harakat, Arabic-Indic
+# digits, mixed with LTR), Devanagari (virama conjuncts, nukta, vowel signs), Cyrillic, and emoji built of several
+# code points (ZWJ sequences, skin tones, VS16, flags, keycaps). All NFC already: llama.cpp applies no normalizer,
+# so text a tokenizer NFC-normalizes (Qwen2) tokenizes differently there when it is not NFC (conjoining jamo);
+# tests/unit/export/test_gguf_families.py pins that.
+MULTILINGUAL_TEXTS: list[str] = [
+    "中文：你好，世界！我们今天学习机器学习。",
+    "日本語：ひらがな、カタカナ、漢字。ｶﾀｶﾅ半角も「かぎ括弧」",
+    "한국어: 안녕하세요, 세계! 다람쥐 헌 쳇바퀴에 타고파",
+    "العربية: مَرْحَبًا بِالْعَالَمِ! هذا نصٌّ من اليمين إلى اليسار ١٢٣",
+    "mixed RTL: السعر 42 دولار (price) و ok",
+    "हिन्दी: नमस्ते दुनिया! क्षत्रिय, ज़िंदगी, श्रृंखला ॐ १२३",
+    "Русский: съешь же ещё этих мягких французских булок",
+    "emoji: 👩🏽\u200d💻 🧑\u200d🤝\u200d🧑 🏳️\u200d🌈 👋🏿 ❤️\u200d🔥 1️⃣ 🇯🇵🇮🇳",
+]
+
 PARITY_TEXTS: list[str] = [
     "Hello, world!",
     "The quick brown fox jumps over the lazy dog.",
@@ -36,6 +53,7 @@ PARITY_TEXTS: list[str] = [
     "<s>bos inside text</s> and <|pad|> too",
     "https://example.com/path?q=a&b=c#frag user@example.com",
     "\u00a0non-breaking\u200bzero-width\u3000ideographic space",
+    *MULTILINGUAL_TEXTS,
     "",
 ]
 

@@ -16,6 +16,7 @@ from llmforge.data.tokenize import (
     render_text,
     tokenize_batch,
 )
+from tests.multilingual import multilingual_text
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,7 @@ def test_length_policies() -> None:
 
 
 content = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
+content = st.one_of(content, multilingual_text)  # CJK, Arabic, Devanagari, emoji ZWJ sequences kept whole
 content = content.filter(lambda s: s.strip() and "<|" not in s and "<s>" not in s)
 
 
@@ -283,6 +285,7 @@ FAMILY_END = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "mistral": "</s>", 
 whitespace_content = st.text(alphabet=st.one_of(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
                                                 st.sampled_from(" \n\t")),
                              min_size=1, max_size=30)
+whitespace_content = st.one_of(whitespace_content, multilingual_text)
 whitespace_content = whitespace_content.map(str.strip).filter(lambda s: s and "<" not in s and "INST]" not in s)
 
 

@@ -19,6 +19,7 @@ pytest.importorskip("gguf")
 
 from llmforge.errors import LlmforgeError  # noqa: E402
 from llmforge.export import gguf as export  # noqa: E402
+from llmforge.export.parity import MULTILINGUAL_TEXTS  # noqa: E402
 from tests.families import build_family  # noqa: E402
 
 FAMILIES = ("llama3", "qwen2", "mistral", "gemma2", "phi3", "gpt2")  # the families GGUF export writes
@@ -44,6 +45,7 @@ TEXTS = [
     "alpha beta<|eot_id|>gamma<|im_end|>delta</s>",
     " x",
     "a<start_of_turn>user\nhi<end_of_turn>\n<|user|>\n hey <|end|>\n\n<|endoftext|> z",
+    *MULTILINGUAL_TEXTS,
 ]
 
 
@@ -430,3 +432,27 @@ def test_mistral_v03_refused_where_chat_prompts_begin_with_text(template: str | 
     with pytest.raises(LlmforgeError, match=f"Mistral models.*Metaspace.*{match}.*ONNX"):
         export.export_gguf(model_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ non-NFC text: a known llama.cpp divergence
+@pytest.mark.slow
+def test_llama_cpp_does_not_nfc_normalize_as_qwen2s_tokenizer_does(family_dirs: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """Qwen2's tokenizer.json normalizes to NFC; llama.cpp has no normalizer, so Hangul written in conjoining jamo
+    (U+1112 U+1161 U+11AB, which NFC composes to 한) tokenizes differently there. Every text in the parity corpus is
+    NFC, where both agree; callers of a Qwen2 GGUF must NFC-normalize their text first. This pins the difference,
+    so a llama.cpp that learns to normalize shows up here."""
+    import unicodedata
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(family_dirs["qwen2"]))
+    llm = _llama(llama_cpp, export.export_gguf(family_dirs["qwen2"], tmp_path, outtype="f32")["path"])
+    jamo = "조합형 \u1112\u1161\u11ab"
+    cpp = llm.tokenize(jamo.encode(), add_bos=False, special=True)
+    assert cpp != tok(jamo)["input_ids"]
+    assert llm.tokenize(unicodedata.normalize("NFC", jamo).encode(), add_bos=False, special=True) == tok(jamo)[
+        "input_ids"]
+    assert all(unicodedata.is_normalized("NFC", t) for t in MULTILINGUAL_TEXTS)
+    llm.close()
