@@ -233,6 +233,10 @@ def serve_command(
                                      "registry and A/B), behind the same API keys.")] = False,
     ui_runs: Annotated[Optional[list[Path]], typer.Option(
         "--ui-runs", help="Directory the playground lists run directories from (repeatable; default: runs).")] = None,
+    rag: Annotated[Optional[Path], typer.Option(
+        "--rag", help="A `llmforge rag index` dir: chat completions get the passages nearest the last user message "
+                      "(system message); the reply names them in `sources` and X-LLMforge-Sources.")] = None,
+    rag_top_k: Annotated[int, typer.Option("--rag-top-k", help="Passages retrieved per chat completion.")] = 4,
     set_: SetOpt = None,
 ) -> None:
     """Serve models behind an OpenAI-compatible API (vLLM's flag names), with batching, limits and metrics."""
@@ -244,7 +248,7 @@ def serve_command(
     keys = [*(api_key or []), *(_api_keys_from_file(api_key_file) if api_key_file else [])]
     base = ServeSettings.for_models(models or [], served_model_name, host=host, port=port, api_keys=keys,
                                     max_model_len=max_model_len, chat_template=chat_template,
-                                    ab=ab_flags(ab or [], shadow or []), event_log=event_log, ui=ui,
+                                    ab=ab_flags(ab or [], shadow or []), event_log=event_log, ui=ui, rag=rag, rag_top_k=rag_top_k,
                                     **({"ui_runs": ui_runs} if ui_runs else {}))
     serve(validate(ServeSettings, apply_overrides(base.model_dump(mode="json"), set_ or []), "serve --set"))
 

@@ -2,5 +2,7 @@
 (`build_index`), and retrieve passages for a query (`RagIndex.search`); serve and eval consume it."""
 
 from llmforge.rag.index import Hit, RagIndex, RagIndexConfig, build_index, load_index
+from llmforge.rag.prompt import last_user_text, sources_header, with_passages
 
-__all__ = ["Hit", "RagIndex", "RagIndexConfig", "build_index", "load_index"]
+__all__ = ["Hit", "RagIndex", "RagIndexConfig", "build_index", "last_user_text", "load_index", "sources_header",
+           "with_passages"]

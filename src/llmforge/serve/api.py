@@ -17,10 +17,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Body, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from llmforge.rag import Hit, last_user_text, sources_header, with_passages
 from llmforge.serve import schemas as s
 from llmforge.serve.ab import sticky_key
 from llmforge.serve.engine import (
@@ -49,6 +52,7 @@ from llmforge.serve.tools import (
 
 FAILED = ("timeout", "abort", "error")
 CLIENT_CLOSED = 499  # nginx's status for a client that left before the response
+SOURCES_HEADER = "X-LLMforge-Sources"  # with --rag: the retrieved passages (JSON), streamed or not
 
 
 class EngineStream(StreamingResponse):
@@ -72,9 +76,10 @@ def sse(payload: Any) -> str:
 
 
 class Generation:
-    def __init__(self, pool: ModelPool, shadow: Any = None) -> None:
+    def __init__(self, pool: ModelPool, shadow: Any = None, rag: Any = None) -> None:
         self.pool = pool
         self.shadow = shadow  # offer(name, requests, request id): a copy for the name's shadow model, if any
+        self.rag = rag  # a loaded llmforge.rag.RagIndex (`--rag`), or None
 
     @property
     def settings(self) -> ServeSettings:
@@ -176,8 +181,11 @@ class Generation:
         if unknown:
             raise APIError(400, f"tool_choice names '{unknown}', which is not among the tools", param="tool_choice",
                            code="unknown_tool")
+        turns = chat_turns(body.messages)
+        hits = await self._retrieve(turns)
         try:
-            prompt = chat_ids(tokenizer, chat_turns(body.messages), model.name, tools=template_tools(body.tools))
+            prompt = chat_ids(tokenizer, with_passages(turns, hits or []), model.name,
+                              tools=template_tools(body.tools))
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
         fmt = model_tool_format(model.backend) if parses_calls(body) else None
@@ -189,7 +197,10 @@ class Generation:
         results = self.submit(model, requests, "messages", request)
         meta = {"id": f"chatcmpl-{rid}", "model": model.name, "created": int(time.time())}
         if body.stream:
-            return EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt), fmt), results)
+            stream = EngineStream(self._chat_events(results, meta, body, tokenizer, len(prompt), fmt), results)
+            if hits is not None:
+                stream.headers[SOURCES_HEADER] = sources_header(hits)
+            return stream
         done = await self.finished(request, results)
         if done is None:
             return Response(status_code=CLIENT_CLOSED)
@@ -199,7 +210,18 @@ class Generation:
             choices.append(s.ChatChoice(
                 index=i, message=reply, finish_reason="tool_calls" if called else c.finish_reason,
                 logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None))
-        return s.ChatCompletion(**meta, choices=choices, usage=_usage(len(prompt), done))
+        reply = s.ChatCompletion(**meta, choices=choices, usage=_usage(len(prompt), done))
+        if hits is None:
+            return reply
+        # An extra top-level field: OpenAI clients ignore it (the openai client keeps it in `model_extra`).
+        return JSONResponse({**jsonable_encoder(reply), "sources": [h.ref() for h in hits]},
+                            headers={SOURCES_HEADER: sources_header(hits)})
+
+    async def _retrieve(self, turns: list[dict[str, Any]]) -> list[Hit] | None:
+        """With `--rag`: the passages nearest the last user message (off the event loop: it runs the encoder)."""
+        if self.rag is None:
+            return None
+        return await asyncio.to_thread(self.rag.search, last_user_text(turns), self.settings.rag_top_k)
 
     async def _chat_events(self, results: AsyncResults, meta: dict[str, Any], body: s.ChatCompletionRequest,
                            tokenizer: Any, prompt_tokens: int, fmt: str | None = None) -> AsyncIterator[str]:
@@ -501,8 +523,8 @@ def _tokenize_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}}
 
 
-def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None) -> APIRouter:
-    gen = Generation(pool, shadow)
+def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None, rag: Any = None) -> APIRouter:
+    gen = Generation(pool, shadow, rag)
     router = APIRouter()
 
     @router.get("/v1/models", response_model=s.ModelList)

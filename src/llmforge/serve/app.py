@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from llmforge import __version__
 from llmforge.serve.ab import SHADOW
-from llmforge.serve.api import build_router
+from llmforge.serve.api import SOURCES_HEADER, build_router
 from llmforge.serve.events import EventLog
 from llmforge.serve.http_errors import APIError, error_response, unavailable, validation_message
 from llmforge.serve.metrics import ServeMetrics
@@ -148,7 +148,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     app.state.events, app.state.shadow, app.state.reloader = events, shadow, reloader
     _install_errors(app)
     _install_ops(app, pool, metrics)
-    app.include_router(build_router(pool, settings, shadow))
+    app.include_router(build_router(pool, settings, shadow, _retriever(settings)))
     app.include_router(build_rollout_router(pool, events, metrics, reloader, admin=bool(settings.api_keys)))
     public_paths, public_prefixes = list(settings.public_paths), []
     if settings.ui:
@@ -167,9 +167,19 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-Id", settings.session_header],
-                           expose_headers=["X-Request-Id", "Retry-After", "X-LLMforge-Variant"])
+                           expose_headers=["X-Request-Id", "Retry-After", "X-LLMforge-Variant",
+                                           SOURCES_HEADER])
     app.add_middleware(RequestContext, count=metrics.response)
     return app
+
+
+def _retriever(settings: ServeSettings) -> Any:
+    """The `--rag` index, loaded before the server starts: a bad index directory stops it with a clear message."""
+    if settings.rag is None:
+        return None
+    from llmforge.rag import load_index
+
+    return load_index(settings.rag)
 
 
 async def _load(pool: ModelPool, on_load_error: Callable[[list[str]], None] | None) -> None:

@@ -90,6 +90,12 @@ class ServeSettings(BaseModel):
         default_factory=lambda: [Path("runs")],
         description="Directories the playground's Runs page lists run directories from (3 levels deep).",
     )
+    rag: Path | None = Field(
+        None, description="A `llmforge rag index` directory: each chat completion retrieves the passages nearest its "
+                          "last user message and gets them in a system message; the reply names them in `sources` "
+                          "and the X-LLMforge-Sources header (streamed: the header only). None: no retrieval.",
+    )
+    rag_top_k: int = Field(4, ge=1, le=50, description="Passages retrieved per chat completion with `rag`.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("models")
