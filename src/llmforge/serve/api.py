@@ -34,7 +34,7 @@ from llmforge.serve.engine import (
     GenerationRequest,
     QueueFullError,
 )
-from llmforge.serve.guided import Grammar, GrammarError, compile_grammar
+from llmforge.serve.guided import Grammar, GrammarError, compile_grammar, compile_tool_grammar
 from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel
 from llmforge.serve.prompts import PromptError, chat_ids, message_ids, text_ids, token_text
@@ -192,6 +192,8 @@ class Generation:
         budget = self.max_tokens(model, prompt, body.token_limit)
         rid = request.state.request_id
         grammar = await _grammar(body, model)
+        if fmt is not None and (body.tool_choice == "required" or isinstance(body.tool_choice, s.NamedToolChoice)):
+            grammar = await _tool_grammar(body, model, fmt, grammar)
         requests = [self.request(prompt, _params(body, budget, body.top_alternatives, i, bias, grammar),
                                  f"{rid}-{i}") for i in range(body.n)]
         results = self.submit(model, requests, "messages", request)
@@ -445,6 +447,25 @@ async def _grammar(body: s.SamplingFields, model: ServedModel) -> Grammar | None
     except GrammarError as exc:
         field = next(k for k, v in asked.items() if v is not None)
         raise APIError(400, str(exc), param=field, code="invalid_grammar") from exc
+
+
+async def _tool_grammar(body: s.ChatCompletionRequest, model: ServedModel, fmt: str,
+                        asked: Grammar | None) -> Grammar:
+    """`tool_choice: required` (any of the tools) or a named function: the reply is constrained to one call in the
+    model's tool format, its arguments following the function's parameters."""
+    if asked is not None:
+        raise APIError(400, "a required tool call and a response format cannot both constrain the reply",
+                       param="tool_choice", code="conflicting_constraints")
+    choice = body.tool_choice
+    tools = [t.function for t in body.tools or []
+             if not isinstance(choice, s.NamedToolChoice) or t.function.name == choice.function.name]
+    backend = model.backend
+    try:
+        return await asyncio.to_thread(compile_tool_grammar, backend.tokenizer,  # type: ignore[union-attr]
+                                       frozenset(backend.eos_token_ids),  # type: ignore[union-attr]
+                                       [(f.name, f.parameters) for f in tools], fmt)
+    except GrammarError as exc:
+        raise APIError(400, str(exc), param="tools", code="invalid_grammar") from exc
 
 
 def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choice: int,

@@ -7,9 +7,10 @@ logits of every token that would leave the grammar are set to -inf (after penalt
 temperature, top-p and the rest, as vLLM orders it), and the picked token advances the matcher. End of sequence is
 allowed only where the grammar may end; once it can go no further the sequence stops (`finish_reason: stop`).
 A sequence cut by `max_tokens` ends where it was cut (`finish_reason: length`), as in vLLM and OpenAI.
+`tool_choice: required` or a named function constrains the reply to one call, in the model's tool format, whose
+arguments follow the function's `parameters` schema (`compile_tool_grammar`).
 
-JSON is generated compactly (no free whitespace between tokens): with flexible whitespace a model may emit
-newlines for as long as it likes without breaking the grammar. llguidance was chosen over xgrammar and
+Whitespace between JSON tokens is bounded (`JSON_DEFAULTS`). llguidance was chosen over xgrammar and
 outlines-core (all three install here): it needs no torch of its own, builds its token trie once per tokenizer
 (0.4 s for SmolLM2's 49,152 tokens) and computes a mask in microseconds (`benchmarks/structured.py`).
 """
@@ -26,7 +27,10 @@ import torch
 
 from llmforge.errors import LlmforgeError
 
-JSON_DEFAULTS = {"whitespace_flexible": False}
+# Between JSON tokens: up to 16 spaces, tabs or newlines. A model writes JSON in its own style (compact, spaced as
+# `json.dumps` does, indented), but cannot pad it forever: with free whitespace a model may emit newlines without end
+# and never leave the grammar.
+JSON_DEFAULTS = {"whitespace_flexible": True, "whitespace_pattern": "[\n\t ]{0,16}"}
 
 
 class GrammarError(LlmforgeError):
@@ -149,6 +153,40 @@ def _grammar_spec(response_format: dict[str, Any] | None = None, guided_json: An
     if not guided_choice:
         raise GrammarError("guided_choice: give at least one choice")
     return ll.grammar_from_regex("|".join(f"(?:{_escape(c)})" for c in guided_choice)), "choice"
+
+
+def tool_call_spec(functions: list[tuple[str, dict[str, Any] | None]], fmt: str) -> tuple[str, str]:
+    """A reply that is exactly one call of one of `functions` ((name, parameters schema)), written in the model's
+    tool format (`llmforge.serve.tools`): what `tool_choice: required` or a named function constrains decoding to."""
+    key = "parameters" if fmt == "llama3_json" else "arguments"
+    options = [{"type": "object", "additionalProperties": False, "required": ["name", key],
+                "properties": {"name": {"const": name}, key: _closed(params or {"type": "object"})}}
+               for name, params in functions]
+    schema = {**(options[0] if len(options) == 1 else {"anyOf": options}), "x-guidance": JSON_DEFAULTS}
+    body = f"%json{json.dumps(schema)}"
+    lark = f'start: "<tool_call>\\n" {body} "\\n</tool_call>"' if fmt == "hermes" else f"start: {body}"
+    try:
+        return _llguidance().LLMatcher.grammar_from_lark(lark), "tool_call"
+    except Exception as exc:
+        raise GrammarError(f"the tools' parameters cannot be compiled: {exc}") from None
+
+
+def _closed(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters that do not say `additionalProperties` take none, as OpenAI's strict function calling has it: a
+    constrained model must not invent arguments (it could otherwise add keys without end)."""
+    if params.get("type") == "object" and "additionalProperties" not in params:
+        return {**params, "additionalProperties": False}
+    return params
+
+
+def compile_tool_grammar(tokenizer: Any, eos_token_ids: frozenset[int], functions: list[tuple[str, Any]],
+                         fmt: str) -> Grammar:
+    spec, kind = tool_call_spec(functions, fmt)
+    ll_tok = ll_tokenizer(tokenizer, eos_token_ids)
+    ok, message = _validate(spec, ll_tok)
+    if not ok:
+        raise GrammarError(f"the tools' parameters cannot be compiled: {message}")
+    return Grammar(spec, kind, ll_tok)
 
 
 def _escape(text: str) -> str:

@@ -167,7 +167,8 @@ class FunctionDefinition(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = Field(None, description="A JSON Schema object, shown to the model.")
-    strict: bool | None = Field(None, description="Accepted; output is not constrained to the schema.")
+    strict: bool | None = Field(None, description="Accepted; with tool_choice required or this function named, "
+                                                "the arguments are constrained to `parameters` either way.")
 
 
 class Tool(_Strict):
@@ -240,8 +241,8 @@ class ChatCompletionRequest(SamplingFields):
                                      description="Functions the model may call; the chat template shows them.")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="auto (the default with tools): the reply is parsed for calls; none: never parsed. "
-                          "required or a named function: parsed alike, and a reply that is not a call is content "
-                          "(decoding is not constrained).")
+                          "required or a named function: decoding is constrained to one call (of that function), "
+                          "its arguments following the function's parameters.")
 
     @model_validator(mode="after")
     def _logprobs(self) -> ChatCompletionRequest:

@@ -19,8 +19,10 @@ from llmforge.serve.settings import ServeSettings
 API_KEY = "fuzz-key"
 EXAMPLES = 25  # per operation
 # 400s a schema cannot foresee: lengths in tokens, ids in the vocabulary, capacity, a tool choice naming no tool,
-# and a JSON schema or regex (guided_json, guided_regex, response_format) that does not compile.
-SCHEMA_BLIND = {"context_length_exceeded", "invalid_token", "too_many_sequences", "unknown_tool", "invalid_grammar"}
+# a JSON schema or regex (guided_json, guided_regex, response_format) that does not compile, and a required tool call
+# asked together with a response format (two constraints on one reply).
+SCHEMA_BLIND = {"context_length_exceeded", "invalid_token", "too_many_sequences", "unknown_tool", "invalid_grammar",
+                "conflicting_constraints"}
 
 
 def test_every_operation_keeps_its_schema_and_never_answers_5xx(tiny_tokenizer: Any) -> None:
