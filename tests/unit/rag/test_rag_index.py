@@ -98,3 +98,15 @@ def test_cli_rag_index(tmp_path: Path) -> None:
     rag = json.loads((tmp_path / "idx" / "manifest.json").read_text())["rag"]
     assert (rag["files"], rag["chunk_tokens"], rag["chunk_overlap"]) == (3, 16, 4)
     assert f"{rag['chunks']} chunks" in out.output
+
+
+def test_retrieval_quality_counts_hits_and_ranks(index_dir: Path) -> None:
+    from llmforge.rag.quality import RetrievalCase, retrieval_quality
+
+    index = load_index(index_dir, tiny.encoder())
+    cases = [RetrievalCase("smallest item of a priority queue", "heapq.md"),
+             RetrievalCase("insertion point by binary search", "bisect.txt", answer="bisect_left"),
+             RetrievalCase("extract every member of a zip archive", "csv.md")]  # wrong on purpose: a miss
+    # bisect's best passage ends its sentence without naming bisect_left: the one before it, ranked second, does.
+    assert retrieval_quality(index, cases, k=3) == {"hit_rate@3": 2 / 3, "mrr@3": (1 + 1 / 2) / 3, "questions": 3}
+    assert retrieval_quality(index, cases, k=1) == {"hit_rate@1": 1 / 3, "mrr@1": 1 / 3, "questions": 3}
