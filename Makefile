@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,eval,lmeval,tune,pref,onnx,gguf,serve,registry]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,eval,lmeval,tune,pref,rag,onnx,gguf,serve,registry]'
 	touch $(STAMP)
 
 demo: install

@@ -183,6 +183,21 @@ def playground_cost(c: dict) -> str:
     return "\n".join(rows)
 
 
+def rag_index(r: dict) -> str:
+    """benchmarks/rag_index.py's recall and latency per index."""
+    st = r["setup"]
+    rows = [f"{st['vectors']:,} vectors of {st['dim']} dims, {st['queries']} queries, recall@{st['k']} against exact "
+            f"search, one query at a time, FAISS {st['faiss']} on {st['cpu']} ({st['faiss_threads']} threads); "
+            f"embedding the query itself: {st['encode_one_query_ms']:.0f} ms.", "",
+            "| index | settings | recall@10 | p50 ms | p95 ms | build s |", "|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        settings = ", ".join(f"{k} {v}" for k, v in x.items()
+                             if k not in ("index", "recall_at_10", "p50_ms", "p95_ms", "build_s"))
+        rows.append(f"| {x['index']} | {settings or '-'} | {x['recall_at_10']:.3f} | {x['p50_ms']:.2f} | "
+                    f"{x['p95_ms']:.2f} | {x['build_s']:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
@@ -211,6 +226,9 @@ def main() -> None:
         text = _replace_block(text, "real-bench", "SmolLM2-135M-Instruct against what users run instead: the seed's "
                               "LoRA recipe, PyTorch decoding, the seed-style server and llama.cpp's own server "
                               "(`benchmarks/real_model.py`):\n\n" + real_bench.read_text().strip())
+    rag = ROOT / "benchmarks" / "results" / "rag_index.json"
+    if not args.families_only and rag.exists():  # its own block: written by benchmarks/rag_index.py
+        text = _replace_block(text, "rag-index", rag_index(json.loads(rag.read_text())))
     structured = ROOT / "benchmarks" / "results" / "structured.md"
     if not args.families_only and structured.exists():  # its own block: written by benchmarks/structured.py
         text = _replace_block(text, "structured", structured.read_text().strip())

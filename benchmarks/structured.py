@@ -3,8 +3,9 @@
     python benchmarks/structured.py [--model smollm2-135m-instruct] [--batch 1 4] [--tokens 48] [--repeats 3]
 
 For each batch size: the same chat prompts decoded free (greedy, `ignore_eos`, so every row makes exactly
-`--tokens` tokens), then under a JSON schema (greedy; rows end when the object is complete, so tokens/s counts
-the tokens each row made), then under a regex. Reports median tokens/s of `--repeats` runs after a warm-up,
+`--tokens` tokens), under a JSON schema (greedy; rows end when the object is complete, so tokens/s counts the
+tokens each row made) and under a regex, the three interleaved in each of `--repeats` rounds after a warm-up so
+that a change in the machine's load hits all alike. Reports median tokens/s,
 the ratio to free decoding, and the time one mask takes (llguidance's fill + apply, per token, measured apart).
 Writes benchmarks/results/structured.json and .md. The model is whatever `llmforge serve` would load for
 `--model` (a pulled preset, a run dir, 'demo').
@@ -69,14 +70,16 @@ def main() -> None:
 
     rows, samples = [], {}
     for batch in args.batch:
+        rates: dict[str, list[float]] = {kind: [] for kind in grammars}
         for kind in grammars:
             run(kind, batch)  # warm-up
-            rates = []
-            for _ in range(args.repeats):
+        for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits every kind alike
+            for kind in grammars:
                 rate, texts = run(kind, batch)
-                rates.append(rate)
-            samples[kind] = texts[0]
-            rows.append({"batch": batch, "kind": kind, "tokens_per_s": statistics.median(rates), "runs": rates})
+                rates[kind].append(rate)
+                samples[kind] = texts[0]
+        rows += [{"batch": batch, "kind": kind, "tokens_per_s": statistics.median(r), "runs": r}
+                 for kind, r in rates.items()]
     engine.close()
     for r in rows:
         free = next(x for x in rows if x["batch"] == r["batch"] and x["kind"] == "free")["tokens_per_s"]
