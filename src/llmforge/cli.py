@@ -112,6 +112,9 @@ def evaluate(
     generate: Annotated[Optional[int], typer.Option(help="Also answer N held-out prompts and score them.")] = None,
     harness_tasks: Annotated[Optional[str], typer.Option(help="lm-eval tasks, comma-separated.")] = None,
     harness_include: Annotated[Optional[Path], typer.Option(help="Folder of custom lm-eval task YAMLs.")] = None,
+    rag: Annotated[Optional[Path], typer.Option(
+        "--rag", help="A `llmforge rag index` dir: also retrieval hit rate/MRR and answers with vs without it.")]
+    = None,
     output: OutputOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -121,7 +124,8 @@ def evaluate(
 
     tasks = [t.strip() for t in harness_tasks.split(",") if t.strip()] if harness_tasks else None
     cfg = _config(config, set_, model__name_or_path=model, eval__split=split, eval__generate_samples=generate,
-                  eval__harness_tasks=tasks, eval__harness_include=str(harness_include) if harness_include else None)
+                  eval__harness_tasks=tasks, eval__harness_include=str(harness_include) if harness_include else None,
+                  eval__rag=str(rag) if rag else None)
     result = run_eval(Stages(cfg).eval(data=data, output=output), hooks())
     show_metrics("evaluation", result.metrics, result.output_dir)
 

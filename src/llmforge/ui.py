@@ -353,6 +353,15 @@ def show_metrics(title: str, metrics: dict[str, Any], output_dir: Any) -> None:
     if metrics.get("perplexity_by_script"):
         show(table("perplexity by script (token-weighted)",
                    [{"script": s, **m} for s, m in metrics["perplexity_by_script"].items()]))
+    if metrics.get("rag"):
+        show_rag(metrics["rag"])
+
+
+def show_rag(rag: dict[str, Any]) -> None:
+    k = rag["top_k"]
+    retrieval = {m: rag[m] for m in (f"hit_rate@{k}", f"mrr@{k}") if m in rag}
+    rows = [{"answers": "with rag", **rag["with_rag"], **retrieval}, {"answers": "without rag", **rag["without_rag"]}]
+    show(table(f"rag: {rag['questions']} questions ({rag['qa']}), top {k} from {rag['index']}", rows))
 
 
 def show_summary(summary: dict[str, Any], total_seconds: float | None = None) -> None:

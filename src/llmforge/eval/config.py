@@ -33,6 +33,16 @@ class EvalOptions(Section):
     similarity_model: str | None = Field(
         None, description="Local encoder model dir: adds mean-pooled embedding cosine similarity of answers."
     )
+    rag: Path | None = Field(
+        None, description="A `llmforge rag index` dir: adds retrieval hit rate@k and MRR@k, and answer quality with "
+        "and without the retrieved passages (metrics.json 'rag')."
+    )
+    rag_qa: Path | None = Field(
+        None, description="QA JSONL for --rag (question, answer, optional source); default: questions derived from "
+        "the docstrings of the index's Python files."
+    )
+    rag_questions: int = Field(32, ge=1, description="At most this many questions for --rag.")
+    rag_top_k: int = Field(4, ge=1, description="Passages retrieved per question for --rag.")
 
 class EvalConfig(Section):
     """`llmforge eval`: score a model on a prepared split (token-weighted perplexity over trainable tokens)."""

@@ -84,7 +84,8 @@ def _context(cfg: EvalConfig, dataset: Any) -> int:
     longest = max(len(ids) for ids in dataset["input_ids"])
     if cfg.eval.window:
         longest = min(longest, cfg.eval.window)
-    return longest + (cfg.eval.max_new_tokens if cfg.eval.generate_samples else 0)
+    longest += cfg.eval.max_new_tokens if cfg.eval.generate_samples else 0
+    return max(longest, 2048) if cfg.eval.rag else longest  # the passages: rag_top_k chunks of ~200 tokens
 
 
 def evaluate(cfg: EvalConfig, hooks: Hooks | None = None) -> StageResult:
@@ -117,5 +118,12 @@ def _evaluate(cfg: EvalConfig, progress: Progress | None) -> StageResult:
 
             metrics["harness"] = run_harness(runtime.model, tokenizer, cfg.eval.harness_tasks,
                                              cfg.eval.harness_include, cfg.eval.harness_limit, cfg.eval.batch_size)
+        if cfg.eval.rag:
+            from llmforge.eval.rag import evaluate_rag
+
+            metrics["rag"], records = evaluate_rag(runtime, tokenizer, cfg.eval.rag, cfg.eval.rag_qa,
+                                                   cfg.eval.rag_questions, cfg.eval.rag_top_k, cfg.eval.batch_size)
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            run.file("rag_samples.jsonl").write_text(lines, encoding="utf-8")
         run.finish(metrics)
     return StageResult(cfg.output_dir, metrics)
