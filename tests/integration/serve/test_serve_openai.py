@@ -131,8 +131,8 @@ def test_every_error_is_openai_shaped(server: Any) -> None:
         client.completions.create(model="tiny", prompt=PROMPTS[0], max_tokens=10_000)
     assert _error(long.value)["code"] == "context_length_exceeded"
     assert "maximum context length is 256" in _error(long.value)["message"]
-    with pytest.raises(openai.BadRequestError, match="not supported"):
-        client.chat.completions.create(model="tiny", messages=CHAT,
+    with pytest.raises(openai.BadRequestError, match="not supported"):  # a field the server does not implement
+        client.chat.completions.create(model="tiny", messages=CHAT, parallel_tool_calls=True,
                                        tools=[{"type": "function", "function": {"name": "f"}}])
     for status, response in [
         (400, server.http.post("/v1/chat/completions", content=b"{not json",
