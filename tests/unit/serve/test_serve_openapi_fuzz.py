@@ -25,6 +25,20 @@ SCHEMA_BLIND = {"context_length_exceeded", "invalid_token", "too_many_sequences"
                 "conflicting_constraints"}
 
 
+def _generator_slip(case: Any) -> bool:
+    """A "positive" body that breaks the schema after all, which the generator produces now and then: a seed past
+    the int64 bounds (numbers at that edge), a json_schema response_format without its schema (the generator does
+    not always honour the schema's if/then). The server's 400 is right; the body was not valid."""
+    from llmforge.serve.schemas import SEED_MAX, SEED_MIN
+
+    body = case.body if isinstance(case.body, dict) else {}
+    seed = body.get("seed")
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool) and not SEED_MIN <= seed <= SEED_MAX:
+        return True
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema" and "json_schema" not in fmt
+
+
 def test_every_operation_keeps_its_schema_and_never_answers_5xx(tiny_tokenizer: Any) -> None:
     from tests.unit.serve.conftest import FakeBackend
 
@@ -55,7 +69,7 @@ def test_every_operation_keeps_its_schema_and_never_answers_5xx(tiny_tokenizer: 
             # Schemathesis's own acceptance check wants every schema-valid body served; a schema cannot know the
             # context length or the vocabulary, so those (and only those) documented 400s are allowed here.
             case.validate_response(response, headers=auth, excluded_checks=[positive_data_acceptance])
-            if case.meta.generation.mode.is_positive and response.status_code == 400:
+            if case.meta.generation.mode.is_positive and response.status_code == 400 and not _generator_slip(case):
                 assert response.json()["error"]["code"] in SCHEMA_BLIND, response.text
 
         try:
