@@ -95,7 +95,8 @@ class JsonSchemaFormat(_Strict):
 
 class ResponseFormat(_Strict):
     model_config = ConfigDict(json_schema_extra={  # json_schema needs its schema
-        "if": {"properties": {"type": {"const": "json_schema"}}}, "then": {"required": ["json_schema"]}})
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}}})
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
