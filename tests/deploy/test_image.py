@@ -165,10 +165,12 @@ def server(image: str, config: dict[str, Any], tmp_path_factory: pytest.TempPath
     port = _free_port()
     # The chroot isolation shares this machine's network: bind loopback here (the image says 0.0.0.0).
     env = {"LLMFORGE_HOST": "127.0.0.1", "LLMFORGE_PORT": str(port), "LLMFORGE_API_KEY_FILE": "/run/secrets/api_key",
-           "LLMFORGE_MODEL": "demo /models/demo-base registry:demo@production",
+           "LLMFORGE_MODEL": "demo /srv/models/demo-base registry:demo@production",
            "LLMFORGE_SERVED_MODEL_NAME": "demo mounted registered"}
     cmd = ["buildah", "run", "--isolation", "chroot", store, *[f"--env={k}={v}" for k, v in env.items()],
-           f"-v={tmp / 'api_key'}:/run/secrets/api_key:ro", f"-v={tmp / 'models'}:/models:ro",
+           # Not onto /models itself: buildah 1.28's chroot isolation mounts the image's VOLUME /models over a bind
+           # to that same path in no fixed order (seen passing and failing on one machine); docker binds it right.
+           f"-v={tmp / 'api_key'}:/run/secrets/api_key:ro", f"-v={tmp / 'models'}:/srv/models:ro",
            f"-v={tmp / 'registry'}:/registry", container, "--", *config["Entrypoint"]]
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
     t0 = time.monotonic()
