@@ -317,11 +317,12 @@ def rag_index_command(
     """Chunk, embed (local encoder) and index documents with FAISS into a self-describing index directory."""
     from llmforge.config import validate
     from llmforge.rag import RagIndexConfig, build_index
-    from llmforge.ui import say
+    from llmforge.ui import hooks, say
 
     flags = {"docs": docs, "output": output, "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap,
              "encoder": encoder, "exact_below": exact_below}
-    result = build_index(validate(RagIndexConfig, {k: v for k, v in flags.items() if v is not None}, "rag index"))
+    cfg = validate(RagIndexConfig, {k: v for k, v in flags.items() if v is not None}, "rag index")
+    result = build_index(cfg, hooks=hooks())
     m = result.metrics
     say(f"{result.output_dir}: {m['chunks']} chunks ({m['tokens']} tokens) from {m['files']} files")
 

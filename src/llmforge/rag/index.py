@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmforge.artifacts import RunDir, StageResult, read_manifest
 from llmforge.errors import ConfigError, LlmforgeError, require
+from llmforge.progress import Hooks, begin
 from llmforge.rag.encoder import BUNDLED, Encoder, load_encoder
 
 KIND = "rag-index"
@@ -129,9 +130,10 @@ def _build_faiss(vectors: np.ndarray, cfg: RagIndexConfig) -> tuple[Any, dict[st
     return index, params
 
 
-def build_index(cfg: RagIndexConfig, encoder: Encoder | None = None) -> StageResult:
-    """Chunk, embed and index `cfg.docs` into the run directory `cfg.output`."""
-    encoder = encoder or load_encoder(cfg.encoder)
+def build_index(cfg: RagIndexConfig, encoder: Encoder | None = None, hooks: Hooks | None = None) -> StageResult:
+    """Chunk, embed and index `cfg.docs` into the run directory `cfg.output`; `hooks` shows the embedding's
+    progress (chunks done, rate, ETA)."""
+    encoder, hooks = encoder or load_encoder(cfg.encoder), hooks or Hooks()
     chunks: list[dict[str, Any]] = []
     files = doc_files(cfg.docs)
     for path in files:
@@ -141,7 +143,9 @@ def build_index(cfg: RagIndexConfig, encoder: Encoder | None = None) -> StageRes
                            "text": text[start:end]})
     if not chunks:
         raise ConfigError(f"rag index: the {len(files)} file(s) hold no text to index")
-    vectors = encoder.embed([c["text"] for c in chunks], cfg.batch_size)  # (N, H)
+    with hooks.progress("embed") as progress:
+        begin(progress, f"embedding {len(chunks)} chunks ({encoder.precision.name})", len(chunks))
+        vectors = encoder.embed([c["text"] for c in chunks], cfg.batch_size, progress)  # (N, H)
     index, params = _build_faiss(vectors, cfg)
     metrics = {"files": len(files), "chunks": len(chunks), "tokens": sum(c["tokens"] for c in chunks)}
     with RunDir(cfg.output, kind=KIND, command="rag index", config=cfg) as run:
@@ -150,6 +154,7 @@ def build_index(cfg: RagIndexConfig, encoder: Encoder | None = None) -> StageRes
                 f.write(json.dumps(c, ensure_ascii=False) + "\n")
         _faiss().write_index(index, str(run.file(FAISS_FILE)))
         run.extra["rag"] = {"encoder": encoder.name, "dim": int(vectors.shape[1]), "normalized": True,
+                            **{f"encoder_{k}": v for k, v in encoder.precision.describe().items()},
                             "metric": "inner_product", "chunk_tokens": cfg.chunk_tokens,
                             "chunk_overlap": cfg.chunk_overlap, "index": params, **metrics}
         return StageResult(run.finish(metrics), metrics)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from llmforge.rag import Hit, last_user_text, sources_header, with_passages
+from llmforge.rag import Hit, context_block, last_user_text, sources_header, with_passages
 from llmforge.serve import schemas as s
 from llmforge.serve.ab import sticky_key
 from llmforge.serve.engine import (
@@ -208,7 +208,7 @@ class Generation:
             return Response(status_code=CLIENT_CLOSED)
         choices = []
         for i, c in enumerate(done):
-            reply, called = message(c.text, fmt)
+            reply, called = message(c.text, fmt, _max_calls(body))
             choices.append(s.ChatChoice(
                 index=i, message=reply, finish_reason="tool_calls" if called else c.finish_reason,
                 logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None))
@@ -232,7 +232,7 @@ class Generation:
         def chunk(choices: list[s.ChunkChoice], usage: s.Usage | None = None) -> str:
             return sse(s.ChatCompletionChunk(**meta, choices=choices, usage=usage))
 
-        choices = [StreamedChoice(fmt) for _ in range(body.n)]
+        choices = [StreamedChoice(fmt, _max_calls(body)) for _ in range(body.n)]
         for i in range(body.n):
             yield chunk([s.ChunkChoice(index=i, delta=s.Delta(role="assistant", content=""))])
         generated = 0
@@ -357,8 +357,9 @@ class Generation:
         start = time.perf_counter()
         model = self.model(body.model or self.settings.default_model, request)
         tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
+        hits = [await self._retrieve([{"role": "user", "content": m}]) for m in messages]
         try:
-            prompts = [message_ids(tokenizer, m, model.name) for m in messages]
+            prompts = [message_ids(tokenizer, m, model.name, _context(h)) for m, h in zip(messages, hits)]
         except PromptError as exc:
             raise APIError(400, str(exc), param="message") from exc
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
@@ -370,7 +371,8 @@ class Generation:
             return []
         latency = round(1e3 * (time.perf_counter() - start), 2)
         return [s.ChatResponse(response=c.text, model=model.name, finish_reason=c.finish_reason or "stop",
-                               usage=_usage(len(p), [c]), latency_ms=latency) for p, c in zip(prompts, done)]
+                               usage=_usage(len(p), [c]), latency_ms=latency, sources=_refs(h))
+                for p, c, h in zip(prompts, done, hits)]
 
     async def simple_batch(self, items: list[Any], request: Request) -> list[Any] | None:
         """The simple bare list of /chat requests: each answered with its own settings, in its own slot.
@@ -379,12 +381,13 @@ class Generation:
         answered. None when the client left first."""
         start = time.perf_counter()
         slots: list[Any] = [None] * len(items)
-        running: list[tuple[int, int, str, AsyncResults]] = []  # (slot, prompt tokens, model, results)
+        # (slot, prompt tokens, model, passages, results)
+        running: list[tuple[int, int, str, list[Hit] | None, AsyncResults]] = []
         rid = request.state.request_id
         try:
             for i, item in enumerate(items):
                 try:
-                    running.append((i, *self._simple_item(item, request, f"{rid}-{i}")))
+                    running.append((i, *await self._simple_item(item, request, f"{rid}-{i}")))
                 except APIError as exc:
                     slots[i] = error_body(exc.status, exc.message, exc.param, exc.code)
             done = await self.gather_all(request, [r for *_, r in running])
@@ -394,28 +397,45 @@ class Generation:
         if done is None:
             return None
         latency = round(1e3 * (time.perf_counter() - start), 2)
-        for (i, prompt_tokens, name, _), (c,) in zip(running, done):
+        for (i, prompt_tokens, name, hits, _), (c,) in zip(running, done):
             if c.finish_reason in FAILED:
                 err = self.failure(c)
                 slots[i] = error_body(err.status, err.message, err.param, err.code)
             else:
                 slots[i] = s.ChatResponse(response=c.text, model=name, finish_reason=c.finish_reason or "stop",
-                                          usage=_usage(prompt_tokens, [c]), latency_ms=latency)
+                                          usage=_usage(prompt_tokens, [c]), latency_ms=latency, sources=_refs(hits))
         return slots
 
-    def _simple_item(self, item: Any, request: Request, rid: str) -> tuple[int, str, AsyncResults]:
+    async def _simple_item(self, item: Any, request: Request,
+                           rid: str) -> tuple[int, str, list[Hit] | None, AsyncResults]:
         try:
             body = s.ChatRequest.model_validate(item)
         except ValidationError as exc:
             message, param = validation_message(exc.errors())
             raise APIError(400, message, param=param, code="invalid_request") from exc
         model = self.model(body.model or self.settings.default_model, request)
+        hits = await self._retrieve([{"role": "user", "content": body.message}])
         try:
-            prompt = message_ids(model.backend.tokenizer, body.message, model.name)  # type: ignore[union-attr]
+            prompt = message_ids(model.backend.tokenizer, body.message, model.name,  # type: ignore[union-attr]
+                                 _context(hits))
         except PromptError as exc:
             raise APIError(400, str(exc), param="message") from exc
         params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        return len(prompt), model.name, self.submit(model, [self.request(prompt, params, rid)], "message", request)
+        results = self.submit(model, [self.request(prompt, params, rid)], "message", request)
+        return len(prompt), model.name, hits, results
+
+
+def _max_calls(body: s.ChatCompletionRequest) -> int | None:
+    return None if body.parallel_tool_calls else 1
+
+
+def _context(hits: list[Hit] | None) -> str | None:
+    """The passages as the system text `with_passages` writes (None: no --rag, or nothing retrieved)."""
+    return context_block(hits) if hits else None
+
+
+def _refs(hits: list[Hit] | None) -> list[dict[str, Any]] | None:
+    return None if hits is None else [h.ref() for h in hits]
 
 
 async def _disconnected(request: Request) -> None:

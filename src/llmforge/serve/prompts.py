@@ -45,11 +45,13 @@ def text_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
-def message_ids(tokenizer: Any, message: str, model_name: str) -> list[int]:
-    """the simple /chat message: one user turn when the model has a chat template, else plain text."""
+def message_ids(tokenizer: Any, message: str, model_name: str, context: str | None = None) -> list[int]:
+    """the simple /chat message: one user turn when the model has a chat template, else plain text. `context`
+    (`serve --rag`'s passages) goes in a system turn before it, or, without a template, in the text before it."""
     if has_chat_template(tokenizer):
-        return chat_ids(tokenizer, [{"role": "user", "content": message}], model_name)
-    return text_ids(tokenizer, message)
+        system = [{"role": "system", "content": context}] if context else []
+        return chat_ids(tokenizer, [*system, {"role": "user", "content": message}], model_name)
+    return text_ids(tokenizer, f"{context}\n\n{message}" if context else message)
 
 
 def token_text(tokenizer: Any, token_id: int) -> str:

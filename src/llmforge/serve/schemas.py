@@ -247,6 +247,9 @@ class ChatCompletionRequest(SamplingFields):
         None, description="auto (the default with tools): the reply is parsed for calls; none: never parsed. "
                           "required or a named function: decoding is constrained to one call (of that function), "
                           "its arguments following the function's parameters.")
+    parallel_tool_calls: bool = Field(
+        True, description="true: every call the reply holds is returned; false: only the first (as vLLM does). "
+                          "tool_choice required or named constrains the reply to one call either way.")
 
     @model_validator(mode="after")
     def _logprobs(self) -> ChatCompletionRequest:
@@ -520,6 +523,8 @@ class ChatResponse(BaseModel):
     finish_reason: str
     usage: Usage
     latency_ms: float
+    sources: list[dict[str, Any]] | None = Field(
+        None, description="With `serve --rag`: the passages put into the prompt (id, source, start, end, score).")
 
 
 class BatchChatResponse(BaseModel):

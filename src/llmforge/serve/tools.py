@@ -241,11 +241,13 @@ def parses_calls(body: s.ChatCompletionRequest) -> bool:
 # --- the response side ------------------------------------------------------------------------------------------------
 
 
-def message(text: str, fmt: str | None) -> tuple[s.AssistantMessage, bool]:
-    """A whole reply as the assistant message, and whether it holds calls (`fmt` None: not parsed)."""
+def message(text: str, fmt: str | None, max_calls: int | None = None) -> tuple[s.AssistantMessage, bool]:
+    """A whole reply as the assistant message, and whether it holds calls (`fmt` None: not parsed); `max_calls`:
+    the first that many calls are kept (`parallel_tool_calls: false` keeps one)."""
     if fmt is None:
         return s.AssistantMessage(content=text), False
     content, calls = parse_all(new_parser(fmt), text)
+    calls = calls[:max_calls]
     return s.AssistantMessage(content=content, tool_calls=[
         s.ToolCall(id=c.id, function=s.FunctionCall(name=c.name, arguments=c.arguments)) for c in calls] or None), \
         bool(calls)
@@ -253,11 +255,16 @@ def message(text: str, fmt: str | None) -> tuple[s.AssistantMessage, bool]:
 
 class StreamedChoice:
     """One streamed choice's text through its parser (`fmt` None: passed through): the content to send and its
-    calls as OpenAI streams them, each its id, type and name first (arguments empty), then its arguments."""
+    calls as OpenAI streams them, each its id, type and name first (arguments empty), then its arguments.
 
-    def __init__(self, fmt: str | None) -> None:
+    A call's arguments go in one delta once its block is complete, not token by token as OpenAI's do: a block is
+    known to be a call only when its JSON parses, and one that does not is content (never a 500), which a half-sent
+    call could no longer become. Clients concatenate argument deltas either way."""
+
+    def __init__(self, fmt: str | None, max_calls: int | None = None) -> None:
         self.parser = new_parser(fmt) if fmt else None
         self.calls = 0  # streamed so far; a call's index
+        self.max_calls = max_calls  # calls past it are dropped, as `message` drops them
 
     def step(self, text: str, last: bool) -> tuple[str, list[s.DeltaToolCall]]:
         if self.parser is None:
@@ -266,6 +273,8 @@ class StreamedChoice:
         if last:
             end = self.parser.finish()
             out = Parsed(out.content + end.content, out.calls + end.calls)
+        if self.max_calls is not None:
+            out.calls = out.calls[:max(self.max_calls - self.calls, 0)]
         deltas = []
         for i, c in enumerate(out.calls, start=self.calls):
             deltas.append(s.DeltaToolCall(index=i, id=c.id, type="function",

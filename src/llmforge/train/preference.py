@@ -87,10 +87,27 @@ def preference_parts(opts: TrainOptions) -> PreferenceParts:
         # any other sampling (the recipe shuffles the pairs once instead, `train.shuffle`).
         sequential = {"train_sampling_strategy": "sequential"}
         return PreferenceParts(KTOTrainer, KTOConfig, {**common, **sequential}, {"ref_model": None, **kwargs})
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    from trl.experimental.orpo import ORPOConfig
 
-    # ORPO's batches carry no `input_ids` key for the Trainer to count tokens from.
-    return PreferenceParts(ORPOTrainer, ORPOConfig, {**common, "include_num_input_tokens_seen": "no"}, kwargs)
+    # ORPO's batches carry no `input_ids` key for the Trainer to count tokens from: the subclass counts them.
+    return PreferenceParts(_counting_orpo(), ORPOConfig, {**common, "include_num_input_tokens_seen": "no"}, kwargs)
+
+
+def _counting_orpo() -> type:
+    from trl.experimental.orpo import ORPOTrainer
+
+    class CountingORPOTrainer(ORPOTrainer):  # type: ignore[misc]
+        """ORPOTrainer that counts the tokens it trains on, as the Trainer counts SFT's and DPO's (non-padding
+        prompt + chosen and prompt + rejected tokens), so that train_tokens and tokens/s are reported for ORPO too."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if model.training:
+                seen = sum(inputs[k].sum() for k in ("chosen_attention_mask", "rejected_attention_mask"))
+                self.state.num_input_tokens_seen += int(self.accelerator.gather(seen.reshape(1)).sum())
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return CountingORPOTrainer
 
 
 @torch.no_grad()

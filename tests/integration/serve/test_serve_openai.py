@@ -132,8 +132,8 @@ def test_every_error_is_openai_shaped(server: Any) -> None:
     assert _error(long.value)["code"] == "context_length_exceeded"
     assert "maximum context length is 256" in _error(long.value)["message"]
     with pytest.raises(openai.BadRequestError, match="not supported"):  # a field the server does not implement
-        client.chat.completions.create(model="tiny", messages=CHAT, parallel_tool_calls=True,
-                                       tools=[{"type": "function", "function": {"name": "f"}}])
+        client.chat.completions.create(model="tiny", messages=CHAT,
+                                       prediction={"type": "content", "content": "Paris"})
     for status, response in [
         (400, server.http.post("/v1/chat/completions", content=b"{not json",
                                headers={"Content-Type": "application/json"})),

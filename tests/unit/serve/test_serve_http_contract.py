@@ -98,7 +98,7 @@ def test_seed_range_surrogates_strict_types_and_unknown_fields(fake_client: Any)
     for field, value in (("temperature", False), ("stream", "yes"), ("max_tokens", 3.5), ("n", "2")):
         r = completion(fake_client, **{field: value})
         assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
-    for field in ("guided_grammar", "best_of_n", "functions", "parallel_tool_calls"):
+    for field in ("guided_grammar", "best_of_n", "functions", "prediction"):
         r = completion(fake_client, **{field: {"x": 1}})
         assert r.status_code == 400 and r.json()["error"]["param"] == field
         assert f"'{field}' is not supported" in r.json()["error"]["message"]

@@ -105,3 +105,25 @@ def test_without_rag_nothing_changes(fake_client: TestClient) -> None:
 def test_a_bad_index_stops_the_server(tmp_path: Path) -> None:
     with pytest.raises(LlmforgeError, match="does not exist"):
         create_app(ServeSettings(models={"fake": "fake"}, rag=tmp_path / "nope"), loader=lambda *a: None)
+
+
+def test_simple_chat_retrieves_and_names_its_sources(rag_client: TestClient, index_dir: Path) -> None:
+    r = rag_client.post("/chat", json={"message": QUESTION, "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    hits = load_index(index_dir, tiny.encoder()).search(QUESTION, 2)
+    assert [s["id"] for s in body["sources"]] == [h.id for h in hits]
+    assert body["sources"][0]["source"].endswith("heapq.md")
+    # The same prompt /v1/chat/completions builds for one user turn: the passages in a system message first.
+    expected = rag_client.post("/tokenize", json={"model": "fake", "messages": with_passages(
+        [{"role": "user", "content": QUESTION}], hits)}).json()["count"]
+    assert body["usage"]["prompt_tokens"] == expected
+
+
+def test_batch_chat_retrieves_per_message(rag_client: TestClient) -> None:
+    questions = [QUESTION, "unpack a zip archive"]
+    listed = rag_client.post("/batch_chat", json=[{"message": q, "max_tokens": 2} for q in questions])
+    shaped = rag_client.post("/batch_chat", json={"messages": questions, "max_tokens": 2})
+    assert listed.status_code == 200 and shaped.status_code == 200, (listed.text, shaped.text)
+    for answers in (listed.json(), shaped.json()["responses"]):
+        assert [a["sources"][0]["source"].rsplit("/", 1)[-1] for a in answers] == ["heapq.md", "zipfile.md"]

@@ -260,8 +260,6 @@ def test_malformed_calls_tool_choice_none_and_llama3(scripted: Any) -> None:
                                        tool_choice={"type": "function", "function": {"name": "nope"}})
     with pytest.raises(openai.BadRequestError, match="needs 'tools'"):
         client.chat.completions.create(model="fake", messages=user, tool_choice="required")
-    with pytest.raises(openai.BadRequestError, match="'parallel_tool_calls' is not supported"):
-        client.chat.completions.create(model="fake", messages=user, tools=[WEATHER], parallel_tool_calls=False)
 
     call = '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}'
     client, backend = scripted(lambda prompt: ANSWER if "<|start_header_id|>tool" in prompt else call,
@@ -293,3 +291,20 @@ def test_parsers_never_raise_and_streaming_equals_one_go(parts: list[str], size:
         streamed, scalls = feed_pieces(parser(), text, size)
         assert (content or "") == streamed and [(c.name, c.arguments) for c in calls] == [
             (c.name, c.arguments) for c in scalls]
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call(scripted: Any) -> None:
+    two = ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
+           '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>')
+    client, _ = scripted(lambda prompt: two)
+    user = [{"role": "user", "content": "Weather in Paris and Rome?"}]
+    for parallel, cities in ((True, ["Paris", "Rome"]), (False, ["Paris"])):
+        r = client.chat.completions.create(model="fake", messages=user, tools=[WEATHER],
+                                           parallel_tool_calls=parallel)
+        assert [json.loads(c.function.arguments)["city"] for c in r.choices[0].message.tool_calls] == cities
+        chunks = list(client.chat.completions.create(model="fake", messages=user, tools=[WEATHER], stream=True,
+                                                     parallel_tool_calls=parallel))
+        calls = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+        assert sorted({d.index for d in calls}) == list(range(len(cities)))
+        assert [json.loads(d.function.arguments)["city"] for d in calls if d.function.arguments] == cities
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"

@@ -116,6 +116,7 @@ def test_orpo_and_kto_run_end_to_end(method: str, tiny_model_dir: Path, pairs: P
 
     metrics = train(_cfg(tiny_model_dir, pairs, tmp_path / "run", method=method, max_steps=1)).metrics
     assert metrics["train_steps"] == 1 and metrics["eval_pairs"] == 16
+    assert metrics["train_tokens"] > 0 and metrics["train_tokens_per_second"] > 0  # ORPO's counted by its subclass
     assert 0 <= metrics["eval_reward_accuracy"] <= 1 and torch.isfinite(torch.tensor(metrics["train_loss"]))
     manifest = read_manifest(tmp_path / "run")
     assert (manifest["method"], manifest["weights"], manifest["adapter_dir"]) == (method, "lora", "adapter")
