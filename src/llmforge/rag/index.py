@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmforge.artifacts import RunDir, StageResult, read_manifest
 from llmforge.errors import ConfigError, LlmforgeError, require
+from llmforge.models.encoder import BUNDLED, Encoder, load_encoder
 from llmforge.progress import Hooks, begin
-from llmforge.rag.encoder import BUNDLED, Encoder, load_encoder
 
 KIND = "rag-index"
 CHUNKS = "chunks.jsonl"

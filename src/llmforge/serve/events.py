@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmforge.errors import LlmforgeError
+from llmforge.jsonl import read_objects
 
 EVENTS, SHADOW_LOG = "events.jsonl", "shadow.jsonl"
 ID_PREFIXES = ("chatcmpl-", "cmpl-")  # a response id is its request id behind one of these
@@ -77,19 +78,9 @@ class EventLog:
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The records of a JSONL event log (a file, or a directory holding events.jsonl); a bad line names itself."""
     path = path / EVENTS if path.is_dir() else path
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LlmforgeError(f"cannot read the event log {path}: {exc.strerror or exc}") from None
     records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LlmforgeError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or "event" not in record:
+    for n, record in read_objects(path, "the event log"):
+        if "event" not in record:
             raise LlmforgeError(f"{path}, line {n}: an event needs an 'event' field")
         records.append(record)
     return records

