@@ -43,6 +43,13 @@ class EvalOptions(Section):
     )
     rag_questions: int = Field(32, ge=1, description="At most this many questions for --rag.")
     rag_top_k: int = Field(4, ge=1, description="Passages retrieved per question for --rag.")
+    reference: str | None = Field(
+        None, description="Preference splits: the model the implicit DPO reward is measured against (default: for "
+        "an adapter run, its base with the adapter off; otherwise the reward is not reported, only log-probability "
+        "accuracy and margin).")
+    beta: float | None = Field(
+        None, gt=0, description="Preference splits: the DPO beta that scales the rewards (default: the run's "
+        "train.preference.beta, else 0.1). Reward accuracy does not depend on it.")
 
 class EvalConfig(Section):
     """`llmforge eval`: score a model on a prepared split (token-weighted perplexity over trainable tokens)."""

@@ -1,4 +1,5 @@
-"""`llmforge eval`: token-weighted perplexity of a model over the trainable tokens of a prepared split."""
+"""`llmforge eval`: token-weighted perplexity of a model over the trainable tokens of a prepared split; on a preference
+split (prompt / chosen / rejected), log-probability and implicit-reward accuracy and margins instead."""
 
 from __future__ import annotations
 
@@ -6,18 +7,24 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from llmforge.artifacts import RunDir, StageResult, lineage
+import yaml
+
+from llmforge.artifacts import CONFIG, RunDir, StageResult, lineage
+from llmforge.config import PREFERENCE_METHODS
 from llmforge.data.splits import load_split
-from llmforge.errors import LlmforgeError
+from llmforge.errors import ConfigError, LlmforgeError
 from llmforge.eval.config import EvalConfig
+from llmforge.metrics.preference import completion_logps, preference_rows, preference_scores
 from llmforge.metrics.score import score
 from llmforge.metrics.scripts import dominant_script
 from llmforge.metrics.tokens import IGNORE
-from llmforge.models.reference import resolve_ref
+from llmforge.models.reference import ModelRef, resolve_ref
 from llmforge.models.runtimes import load_runtime
-from llmforge.progress import Hooks
+from llmforge.progress import Hooks, begin
 
 Progress = Callable[[int], None]
+PAIR_COLUMNS = {"prompt", "chosen", "rejected"}
+DEFAULT_BETA = 0.1  # TRL's DPO default
 
 
 def score_generations(records: list[dict[str, Any]], syntax: str) -> dict[str, Any]:
@@ -99,8 +106,11 @@ def _evaluate(cfg: EvalConfig, progress: Progress | None) -> StageResult:
     if cfg.eval.max_samples:
         dataset = dataset.select(range(min(cfg.eval.max_samples, len(dataset))))
     if len(dataset) == 0:
-        raise ValueError(f"split '{cfg.eval.split}' of {cfg.data} is empty")
+        raise ConfigError(f"eval.split: split '{cfg.eval.split}' of {cfg.data} is empty; score another one "
+                          f"(--set eval.split=validation, or train), or prepare with a {cfg.eval.split} share")
     ref = resolve_ref(cfg.model.name_or_path)
+    if PAIR_COLUMNS <= set(dataset.column_names):
+        return _evaluate_pairs(cfg, dataset, ref, progress)
     if cfg.eval.harness_tasks and ref.runtime != "pytorch":
         raise LlmforgeError(f"lm-eval harness tasks run on PyTorch models; {ref.ref} is the {ref.format} export "
                             f"({ref.runtime}): drop eval.harness_tasks, or evaluate the model it was exported from")
@@ -127,3 +137,49 @@ def _evaluate(cfg: EvalConfig, progress: Progress | None) -> StageResult:
             run.file("rag_samples.jsonl").write_text(lines, encoding="utf-8")
         run.finish(metrics)
     return StageResult(cfg.output_dir, metrics)
+
+
+def _evaluate_pairs(cfg: EvalConfig, dataset: Any, ref: ModelRef, progress: Progress | None) -> StageResult:
+    """A preference split (prompt / chosen / rejected): log-probability accuracy and margin of the model, and the
+    implicit DPO reward against a reference (`llmforge.metrics.preference`), as training scores its held-out pairs."""
+    asked = [k for k in ("generate_samples", "harness_tasks", "rag", "window") if getattr(cfg.eval, k)]
+    if asked:
+        raise ConfigError(f"eval.{asked[0]}: {cfg.data}'s {cfg.eval.split} split holds preference pairs, which are "
+                          "scored by log-probability only; evaluate answers on an SFT split")
+    if ref.runtime != "pytorch":
+        raise LlmforgeError(f"preference pairs are scored on PyTorch models; {ref.ref} is the {ref.format} export "
+                            f"({ref.runtime}): evaluate the model it was exported from")
+    runtime, tokenizer = load_runtime(ref, cfg.model)
+    model, rows = runtime.model, preference_rows(dataset, tokenizer)
+    begin(progress, "pairs", len(rows))
+    policy = completion_logps(model, tokenizer, rows, cfg.eval.batch_size, progress)
+    reference, against = None, None
+    if cfg.eval.reference:
+        base, _ = load_runtime(resolve_ref(cfg.eval.reference), cfg.model.model_copy(
+            update={"name_or_path": cfg.eval.reference}))
+        begin(progress, "reference pairs", len(rows))
+        reference, against = completion_logps(base.model, tokenizer, rows, cfg.eval.batch_size, progress), \
+            cfg.eval.reference
+    elif ref.adapter is not None:
+        begin(progress, "reference pairs (adapter off)", len(rows))
+        with model.disable_adapter():
+            reference = completion_logps(model, tokenizer, rows, cfg.eval.batch_size, progress)
+        against = f"{ref.path} (the adapter's base: adapter off)"
+    beta = cfg.eval.beta or _run_beta(ref) or DEFAULT_BETA
+    metrics = {"split": cfg.eval.split, "model": cfg.model.name_or_path, "runtime": ref.runtime,
+               "format": ref.format or ref.kind, "pairs": len(rows), "reference": against, "beta": beta,
+               **preference_scores(policy, reference, beta)}
+    with RunDir(cfg.output_dir, kind="eval", command="eval", config=cfg, **lineage(ref.run_dir, cfg.data)) as run:
+        run.finish(metrics)
+    return StageResult(cfg.output_dir, metrics)
+
+
+def _run_beta(ref: ModelRef) -> float | None:
+    """The beta a preference training run used (its config.yaml), or None when `ref` is not one."""
+    config = ref.run_dir / CONFIG if ref.run_dir else None
+    if config is None or not config.is_file():
+        return None
+    train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}
+    if train.get("method") not in PREFERENCE_METHODS:
+        return None
+    return (train.get("preference") or {}).get("beta")

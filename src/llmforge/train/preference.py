@@ -9,17 +9,14 @@ The reference model: with adapters (`train.preference.weights` lora/dora/qlora) 
 a `peft_config`, and computes the reference with the adapter disabled, so there is no second copy of the weights;
 with `full` TRL loads a frozen copy (ORPO needs none).
 
-Held-out score (`preference_scores`): the implicit reward of each validation pair, beta * (log p(y|x) - log
-p_ref(y|x)) summed over the completion's tokens, with the model before training as the reference: the share of
-pairs where chosen's reward exceeds rejected's, and the mean margin between them.
+Held-out score: `llmforge.metrics.preference` over the validation pairs, with the model before training as the
+reference (`llmforge eval` scores a preference split the same way).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import torch
 
 from llmforge.config import PREFERENCE_METHODS, TrainOptions
 from llmforge.errors import require
@@ -29,20 +26,6 @@ EXTRA = "pref"
 
 def is_preference(opts: TrainOptions) -> bool:
     return opts.method in PREFERENCE_METHODS
-
-
-def preference_rows(rows: Any, tokenizer: Any) -> Any:
-    """The prepared pairs as TRL tokenizes them. TRL's DPO and KTO tokenize the prompt text with the tokenizer's
-    special tokens; the template already wrote bos into it, so a tokenizer that adds bos itself would get two."""
-    bos = tokenizer.bos_token
-    if not bos or not _adds_bos(tokenizer) or not len(rows):
-        return rows
-    return rows.map(lambda r: {"prompt": r["prompt"].removeprefix(bos)}, desc=None)
-
-
-def _adds_bos(tokenizer: Any) -> bool:
-    ids = tokenizer("a")["input_ids"]
-    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def pair_lengths(rows: Any, tokenizer: Any) -> list[int]:
@@ -108,57 +91,3 @@ def _counting_orpo() -> type:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return CountingORPOTrainer
-
-
-@torch.no_grad()
-def completion_logps(model: Any, tokenizer: Any, rows: Any, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probabilities of each pair's chosen and rejected completion given its prompt, tokenized as TRL's
-    DPO does (the completion starts where prompt and prompt + completion diverge): two (N,) tensors."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out: dict[str, list[torch.Tensor]] = {"chosen": [], "rejected": []}
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        prompts = tokenizer(batch["prompt"])["input_ids"]
-        for key in ("chosen", "rejected"):
-            full = tokenizer([p + c for p, c in zip(batch["prompt"], batch[key])])["input_ids"]
-            out[key].append(_sequence_logps(model, prompts, full, tokenizer.pad_token_id or 0, device))
-    model.train(was_training)
-    return torch.cat(out["chosen"]), torch.cat(out["rejected"])
-
-
-def _sequence_logps(model: Any, prompts: list[list[int]], full: list[list[int]], pad: int,
-                    device: torch.device) -> torch.Tensor:
-    width = max(len(f) for f in full)
-    ids = torch.full((len(full), width), pad, dtype=torch.long)  # (B, T)
-    mask = torch.zeros_like(ids)  # (B, T)
-    scored = torch.zeros_like(ids, dtype=torch.bool)  # (B, T): completion tokens
-    for i, (p, f) in enumerate(zip(prompts, full)):
-        ids[i, :len(f)] = torch.tensor(f)
-        mask[i, :len(f)] = 1
-        scored[i, _common_prefix(p, f):len(f)] = True
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.float()
-    logps = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
-    token = logps.gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)  # (B, T-1)
-    return (token * scored[:, 1:].to(device)).sum(-1).cpu()  # (B,)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return max(n, 1)  # the first token is never predicted
-
-
-def preference_scores(policy: tuple[torch.Tensor, torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor],
-                      beta: float) -> dict[str, float]:
-    """Reward accuracy and mean margin of the implicit rewards beta * (policy - reference) log-probabilities, and
-    the policy's own mean log-probability margin (chosen - rejected)."""
-    chosen = beta * (policy[0] - reference[0])  # (N,)
-    rejected = beta * (policy[1] - reference[1])  # (N,)
-    return {
-        "reward_accuracy": float((chosen > rejected).float().mean()),
-        "reward_margin": float((chosen - rejected).mean()),
-        "logp_margin": float((policy[0] - policy[1]).mean()),
-    }

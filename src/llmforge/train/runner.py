@@ -22,6 +22,7 @@ from llmforge.artifacts import RunDir, StageResult, lineage, read_manifest
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError, require
+from llmforge.metrics.preference import completion_logps, preference_rows, preference_scores
 from llmforge.metrics.score import score
 from llmforge.models.cpu import Precision, cpu_threads, precision_for
 from llmforge.models.loader import default_device
@@ -34,12 +35,9 @@ from llmforge.train.loss import CHUNK_LOGIT_BYTES, ChunkedLossTrainer, chunked_l
 from llmforge.train.memory import gradient_checkpointing, return_freed_memory, sample_lengths
 from llmforge.train.methods import ADAPTER_METHODS, adapter_sums_in_fp32, apply_method, load_base, load_teacher
 from llmforge.train.preference import (
-    completion_logps,
     is_preference,
     pair_lengths,
     preference_parts,
-    preference_rows,
-    preference_scores,
 )
 
 

@@ -12,10 +12,10 @@ import torch
 from llmforge.config import ModelConfig, TrainOptions
 from llmforge.data.splits import load_split
 from llmforge.errors import LlmforgeError
+from llmforge.metrics.preference import completion_logps, preference_rows
 from llmforge.models.loader import load_model
 from llmforge.progress import Hooks
 from llmforge.train.config import TrainConfig
-from llmforge.train.preference import completion_logps, preference_rows
 from llmforge.train.runner import train
 from tests.helpers import WORDS, write_jsonl
 
