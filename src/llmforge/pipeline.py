@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmforge.artifacts import StageResult, write_json
+from llmforge.config import PREFERENCE_METHODS
+from llmforge.errors import ConfigError
 from llmforge.eval.runner import evaluate
 from llmforge.eval.success import counted_speedup
 from llmforge.prepare.runner import prepare
@@ -42,19 +44,20 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         timings[name] = time.perf_counter() - t
         return result
 
+    if cfg.train.method in PREFERENCE_METHODS and (cfg.compress or cfg.export.formats):
+        what = "compress" if cfg.compress else "export.formats"
+        raise ConfigError(f"{what}: a {cfg.train.method} pipeline's data is preference pairs, and compression's "
+                          "and export's quality checks score perplexity on an SFT split; run `llmforge compress` / "
+                          "`llmforge export` on the trained model with --data pointing at an SFT dataset")
     prepared = timed("prepare", lambda: prepare(stages.prepare(), hooks))
     base = timed("eval base", lambda: evaluate(stages.eval(output=dirs["eval_base"]), hooks))
     trained = timed("train", lambda: train(stages.train(), hooks))
     tuned = timed("eval fine-tuned", lambda: evaluate(
         stages.eval(model=dirs["train"], output=dirs["eval_finetuned"]), hooks))
-    base_ppl, tuned_ppl = base.metrics["perplexity"], tuned.metrics["perplexity"]
     summary = {
         "name": cfg.name,
         "eval_split": cfg.eval.split,
-        "base_perplexity": base_ppl,
-        "finetuned_perplexity": tuned_ppl,
-        "perplexity_reduction": 1 - tuned_ppl / base_ppl,
-        "scored_tokens": tuned.metrics["tokens"],
+        **_scores(base.metrics, tuned.metrics),
         "train_tokens_per_second": trained.metrics["train_tokens_per_second"],
         "train_runtime_seconds": trained.metrics["train_runtime_seconds"],
         "prepare_cached": prepared.cached,
@@ -79,6 +82,20 @@ def run(cfg: PipelineConfig, hooks: Hooks | None = None) -> dict[str, Any]:
         summary["generation"] = {"base": _answer_metrics(base.metrics), "finetuned": _answer_metrics(tuned.metrics)}
     write_json(cfg.output_dir / "summary.json", summary)
     return summary
+
+
+PAIR_KEYS = ("logp_accuracy", "logp_margin", "reward_accuracy", "reward_margin")
+
+
+def _scores(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """The two evals' headline numbers: perplexity and its reduction, or on a preference split (`pairs`) the
+    log-probability accuracy and margin of each, and the fine-tuned model's implicit reward against its base."""
+    if "pairs" in tuned:
+        return {"eval_pairs": tuned["pairs"], "reference": tuned.get("reference"),
+                **{f"base_{k}": base[k] for k in PAIR_KEYS if k in base},
+                **{f"finetuned_{k}": tuned[k] for k in PAIR_KEYS if k in tuned}}
+    return {"base_perplexity": base["perplexity"], "finetuned_perplexity": tuned["perplexity"],
+            "perplexity_reduction": 1 - tuned["perplexity"] / base["perplexity"], "scored_tokens": tuned["tokens"]}
 
 
 COMPRESSION_KEYS = ("size_bytes", "size_ratio", "parameters", "parameter_reduction", "perplexity",

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from llmforge.artifacts import is_run_dir
 from llmforge.compress.config import CompressConfig, CompressOptions
-from llmforge.config import ModelConfig, Section, TrainOptions, load
+from llmforge.config import PREFERENCE_METHODS, ModelConfig, Section, TrainOptions, load
 from llmforge.data.config import DataConfig
 from llmforge.eval.config import EvalConfig, EvalOptions
 from llmforge.export.config import ExportConfig, ExportOptions
@@ -98,7 +98,12 @@ class Stages:
 
     def eval(self, model: str | Path | None = None, data: Path | None = None,
              output: Path | None = None) -> EvalConfig:
-        return EvalConfig(model=self.model(model), data=data or self.dirs["prepare"], eval=self.cfg.eval,
+        """A preference method's trained model is scored against the base it was trained from (eval.reference,
+        unless the config names one): its implicit reward is measured against that."""
+        options = self.cfg.eval
+        if model is not None and self.cfg.train.method in PREFERENCE_METHODS and options.reference is None:
+            options = options.model_copy(update={"reference": self.cfg.model.name_or_path})
+        return EvalConfig(model=self.model(model), data=data or self.dirs["prepare"], eval=options,
                           output_dir=output or self.cfg.output_dir / "eval")
 
     def compress(self, options: CompressOptions, model: str | Path | None = None, data: Path | None = None,

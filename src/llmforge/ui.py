@@ -365,14 +365,23 @@ def show_rag(rag: dict[str, Any]) -> None:
 
 
 def show_summary(summary: dict[str, Any], total_seconds: float | None = None) -> None:
-    rows = [
-        {"model": "base", "perplexity": summary["base_perplexity"]},
-        {"model": "fine-tuned", "perplexity": summary["finetuned_perplexity"]},
-    ]
-    show(table(f"{summary['name']}: held-out '{summary['eval_split']}' perplexity "
-               f"({summary['scored_tokens']:,} response tokens)", rows))
+    if "eval_pairs" in summary:  # a preference pipeline: pairs scored, not perplexity
+        keys = ("logp_accuracy", "logp_margin", "reward_accuracy", "reward_margin")
+        rows = [{"model": model, **{k: summary.get(f"{prefix}_{k}") for k in keys}}
+                for model, prefix in (("base", "base"), ("fine-tuned", "finetuned"))]
+        show(table(f"{summary['name']}: {summary['eval_pairs']} held-out '{summary['eval_split']}' preference pairs "
+                   f"(reward against {summary.get('reference') or 'no reference'})", rows))
+        headline = f"reward accuracy: [bold]{summary.get('finetuned_reward_accuracy', float('nan')):.1%}[/]   "
+    else:
+        rows = [
+            {"model": "base", "perplexity": summary["base_perplexity"]},
+            {"model": "fine-tuned", "perplexity": summary["finetuned_perplexity"]},
+        ]
+        show(table(f"{summary['name']}: held-out '{summary['eval_split']}' perplexity "
+                   f"({summary['scored_tokens']:,} response tokens)", rows))
+        headline = f"perplexity reduction: [bold]{summary['perplexity_reduction']:.1%}[/]   "
     _stdout().print(
-        f"perplexity reduction: [bold]{summary['perplexity_reduction']:.1%}[/]   "
+        headline +
         f"train: {summary['train_tokens_per_second']:,.0f} tok/s   "
         f"pipeline: {summary['wall_seconds']:.0f} s"
         + (f"   total: {total_seconds:.0f} s" if total_seconds is not None else "")

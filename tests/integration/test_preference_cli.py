@@ -31,3 +31,26 @@ def test_dpo_through_the_cli_raises_the_held_out_reward_margin(tiny_model_dir: P
                 cwd=tmp_path, check=False)
     assert wrong.returncode != 0 and "use train.method dpo, orpo or kto" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_llmforge_run_with_dpo_scores_pairs_not_perplexity(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The whole pipeline with a preference method: both evals score the pairs, the fine-tuned model's reward is
+    measured against the base it was trained from (full weights: no adapter to turn off), and the summary and the
+    terminal table say so; compress and export, which score perplexity, are refused up front."""
+    pytest.importorskip("trl")
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_records())
+    config = tmp_path / "dpo.yaml"
+    config.write_text(
+        f"name: pref\noutput_dir: out\nmodel: {{name_or_path: {tiny_model_dir}}}\n"
+        f"data: {{path: [{data}], split: {{validation: 0.1, test: 0.2}}}}\n"
+        "train: {method: dpo, max_steps: 12, learning_rate: 0.01, precision: fp32, preference: {weights: full}}\n")
+    shown = cli("run", str(config), cwd=tmp_path).stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["eval_pairs"] == 16 and summary["reference"] == str(tiny_model_dir)
+    assert "base_reward_accuracy" not in summary and summary["finetuned_reward_accuracy"] >= 0.9
+    assert summary["finetuned_logp_margin"] > summary["base_logp_margin"]
+    assert "reward accuracy" in shown and "preference pairs" in shown
+    export = config.read_text() + "export: {formats: [onnx]}\n"
+    config.write_text(export)
+    refused = cli("run", str(config), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "export.formats: a dpo pipeline" in refused.stderr
