@@ -186,8 +186,10 @@ def playground_cost(c: dict) -> str:
 def rag_index(r: dict) -> str:
     """benchmarks/rag_index.py's recall and latency per index."""
     st = r["setup"]
-    rows = [f"{st['vectors']:,} vectors of {st['dim']} dims, {st['queries']} queries, recall@{st['k']} against exact "
-            f"search, one query at a time, FAISS {st['faiss']} on {st['cpu']} ({st['faiss_threads']} threads); "
+    embed = f", embedded in {st['embed_s'] / 60:.0f} min" if st.get("embed_s") else ""
+    rows = [f"{st['vectors']:,} embedded chunks ({st['chunks']}; {st['encoder']} in {st['encoder_precision']}"
+            f"{embed}) of {st['dim']} dims, {st['queries']} queries ({st['queries_note']}), recall@{st['k']} against "
+            f"exact search, one query at a time, FAISS {st['faiss']} on {st['cpu']} ({st['faiss_threads']} threads); "
             f"embedding the query itself: {st['encode_one_query_ms']:.0f} ms.", "",
             "| index | settings | recall@10 | p50 ms | p95 ms | build s |", "|---|---|---|---|---|---|"]
     for x in r["rows"]:
@@ -195,6 +197,24 @@ def rag_index(r: dict) -> str:
                              if k not in ("index", "recall_at_10", "p50_ms", "p95_ms", "build_s"))
         rows.append(f"| {x['index']} | {settings or '-'} | {x['recall_at_10']:.3f} | {x['p50_ms']:.2f} | "
                     f"{x['p95_ms']:.2f} | {x['build_s']:.1f} |")
+    return "\n".join(rows)
+
+
+def rag_eval(r: dict) -> str:
+    """benchmarks/rag_eval.py's retrieval and answer quality on the real model."""
+    st, k = r["setup"], r["setup"]["top_k"]
+    rows = [f"`eval --rag` on {st['model']} ({st['runtime']}), {st['questions']} questions derived from the docstrings "
+            f"of {len(st['modules'])} stdlib modules ({st['index']['chunks']:,} chunks of 200 tokens), top {k}; "
+            f"{st['cpu']}:", "",
+            f"| | hit rate@{k} | MRR@{k} | answer recall | ROUGE-L |", "|---|---|---|---|---|",
+            f"| retrieval, question names the function | {r['named'][f'hit_rate@{k}']:.3f} | "
+            f"{r['named'][f'mrr@{k}']:.3f} | | |",
+            f"| retrieval, docstring sentence only (no name) | {r['described'][f'hit_rate@{k}']:.3f} | "
+            f"{r['described'][f'mrr@{k}']:.3f} | | |",
+            f"| answers without retrieval | | | {r['without_rag']['answer_recall']:.3f} | "
+            f"{r['without_rag']['rougeL']:.3f} |",
+            f"| answers with the top {k} passages | | | {r['with_rag']['answer_recall']:.3f} | "
+            f"{r['with_rag']['rougeL']:.3f} |"]
     return "\n".join(rows)
 
 
@@ -229,6 +249,9 @@ def main() -> None:
     rag = ROOT / "benchmarks" / "results" / "rag_index.json"
     if not args.families_only and rag.exists():  # its own block: written by benchmarks/rag_index.py
         text = _replace_block(text, "rag-index", rag_index(json.loads(rag.read_text())))
+    rag_answers = ROOT / "benchmarks" / "results" / "rag_eval.json"
+    if not args.families_only and rag_answers.exists():  # its own block: written by benchmarks/rag_eval.py
+        text = _replace_block(text, "rag-eval", rag_eval(json.loads(rag_answers.read_text())))
     structured = ROOT / "benchmarks" / "results" / "structured.md"
     if not args.families_only and structured.exists():  # its own block: written by benchmarks/structured.py
         text = _replace_block(text, "structured", structured.read_text().strip())
