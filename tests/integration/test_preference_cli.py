@@ -1,4 +1,5 @@
-"""Preference training through the real CLI: prepare prompt/chosen/rejected records, `train --method dpo`."""
+"""Preference training through the real CLI (prepare prompt/chosen/rejected records, `train --method dpo`, `llmforge run`)
+and across two processes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from llmforge.config import ModelConfig, TrainOptions
+from llmforge.train.config import TrainConfig
+from llmforge.train.launch import launch
+from llmforge.train.runner import train
 from tests.helpers import write_jsonl
 from tests.integration.test_cli import cli
-from tests.unit.train.test_preference import preference_records
+from tests.unit.train.test_preference import pairs, preference_records  # noqa: F401 - pairs: a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +59,18 @@ def test_llmforge_run_with_dpo_scores_pairs_not_perplexity(tiny_model_dir: Path,
     config.write_text(export)
     refused = cli("run", str(config), cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "export.formats: a dpo pipeline" in refused.stderr
+
+
+def test_two_process_dpo_equals_one_process(tiny_model_dir: Path, pairs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """DPO through TRL across two processes: the same global batch of pairs, the same loss and held-out reward."""
+    pytest.importorskip("trl")
+    opts = {"method": "dpo", "max_steps": 4, "learning_rate": 1e-2, "shuffle": False, "logging_steps": 1,
+            "precision": "fp32"}
+    model = ModelConfig(name_or_path=str(tiny_model_dir))
+    one = train(TrainConfig(model=model, data=pairs, train=TrainOptions(batch_size=8, **opts),
+                            output_dir=tmp_path / "one")).metrics
+    cfg = TrainConfig(model=model, data=pairs, train=TrainOptions(batch_size=4, **opts), output_dir=tmp_path / "two")
+    two = launch(cfg, nproc=2).metrics
+    assert two["train_steps"] == one["train_steps"] == 4 and two["train_tokens"] == one["train_tokens"]
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    assert two["eval_reward_margin"] == pytest.approx(one["eval_reward_margin"], rel=1e-3)

@@ -26,3 +26,4 @@ def test_two_process_ddp_equals_one_process(tiny_model_dir: Path, prepared: Path
     assert two["train_tokens"] == one["train_tokens"]
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+
