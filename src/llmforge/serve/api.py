@@ -1,6 +1,6 @@
-"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions), vLLM's /tokenize and
-/detokenize, and the simple chat API (/chat, /batch_chat: the endpoints of the service llmforge grew from, kept
-for its clients). A request's `seed` is always the sampling seed.
+"""Generation routes: the OpenAI API (/v1/models, /v1/completions, /v1/chat/completions) and vLLM's /tokenize and
+/detokenize; `Generation` is what every generation route stands on (serve/simple.py's /chat and /batch_chat too).
+A request's `seed` is always the sampling seed.
 
 Each route: pick the model, build token ids, check the context, submit every sequence at once (so overload is
 refused before anything starts), then stream or collect. A streamed choice and a non-streamed one are built
@@ -37,7 +37,7 @@ from llmforge.serve.engine import (
 from llmforge.serve.guided import Grammar, GrammarError, compile_grammar, compile_tool_grammar
 from llmforge.serve.http_errors import APIError, error_body, overloaded, unavailable, validation_message
 from llmforge.serve.pool import ModelPool, ServedModel
-from llmforge.serve.prompts import PromptError, chat_ids, message_ids, text_ids, token_text
+from llmforge.serve.prompts import PromptError, chat_ids, text_ids, token_text
 from llmforge.serve.sampling import SamplingParams, TokenLogprob
 from llmforge.serve.settings import ServeSettings
 from llmforge.serve.tools import (
@@ -182,7 +182,7 @@ class Generation:
             raise APIError(400, f"tool_choice names '{unknown}', which is not among the tools", param="tool_choice",
                            code="unknown_tool")
         turns = chat_turns(body.messages)
-        hits = await self._retrieve(turns)
+        hits = await self.retrieve(turns)
         try:
             prompt = chat_ids(tokenizer, with_passages(turns, hits or []), model.name,
                               tools=template_tools(body.tools))
@@ -212,14 +212,14 @@ class Generation:
             choices.append(s.ChatChoice(
                 index=i, message=reply, finish_reason="tool_calls" if called else c.finish_reason,
                 logprobs=_chat_logprobs(tokenizer, c.logprobs) if body.logprobs else None))
-        reply = s.ChatCompletion(**meta, choices=choices, usage=_usage(len(prompt), done))
+        reply = s.ChatCompletion(**meta, choices=choices, usage=usage(len(prompt), done))
         if hits is None:
             return reply
         # An extra top-level field: OpenAI clients ignore it (the openai client keeps it in `model_extra`).
         return JSONResponse({**jsonable_encoder(reply), "sources": [h.ref() for h in hits]},
                             headers={SOURCES_HEADER: sources_header(hits)})
 
-    async def _retrieve(self, turns: list[dict[str, Any]]) -> list[Hit] | None:
+    async def retrieve(self, turns: list[dict[str, Any]]) -> list[Hit] | None:
         """With `--rag`: the passages nearest the last user message (off the event loop: it runs the encoder)."""
         if self.rag is None:
             return None
@@ -323,7 +323,7 @@ class Generation:
                                       logprobs=_completion_logprobs(tokenizer, c.logprobs, 0)
                                       if body.logprobs is not None else None)
                    for i, c in enumerate(done)]
-        return s.Completion(**meta, choices=choices, usage=_usage(prompt_tokens, done))
+        return s.Completion(**meta, choices=choices, usage=usage(prompt_tokens, done))
 
     async def _completion_events(self, results: AsyncResults, meta: dict[str, Any], body: s.CompletionRequest,
                                  tokenizer: Any, prompt_tokens: int) -> AsyncIterator[str]:
@@ -350,91 +350,17 @@ class Generation:
                 yield sse(s.Completion(**meta, choices=[], usage=usage))
         yield "data: [DONE]\n\n"
 
-    # --- the simple chat API: /chat and /batch_chat -----------------------------------------------------------------
-
-    async def simple_chat(self, messages: Sequence[str], body: s.SimpleChatFields,
-                          request: Request) -> list[s.ChatResponse]:
-        start = time.perf_counter()
-        model = self.model(body.model or self.settings.default_model, request)
-        tokenizer = model.backend.tokenizer  # type: ignore[union-attr]
-        hits = [await self._retrieve([{"role": "user", "content": m}]) for m in messages]
-        try:
-            prompts = [message_ids(tokenizer, m, model.name, _context(h)) for m, h in zip(messages, hits)]
-        except PromptError as exc:
-            raise APIError(400, str(exc), param="message") from exc
-        params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        rid = request.state.request_id
-        results = self.submit(model, [self.request(p, params, f"{rid}-{i}") for i, p in enumerate(prompts)],
-                              "message", request)
-        done = await self.finished(request, results)
-        if done is None:
-            return []
-        latency = round(1e3 * (time.perf_counter() - start), 2)
-        return [s.ChatResponse(response=c.text, model=model.name, finish_reason=c.finish_reason or "stop",
-                               usage=_usage(len(p), [c]), latency_ms=latency, sources=_refs(h))
-                for p, c, h in zip(prompts, done, hits)]
-
-    async def simple_batch(self, items: list[Any], request: Request) -> list[Any] | None:
-        """The simple bare list of /chat requests: each answered with its own settings, in its own slot.
-
-        An item that is invalid (or too long, or for an unknown model) holds an OpenAI error body; the others are
-        answered. None when the client left first."""
-        start = time.perf_counter()
-        slots: list[Any] = [None] * len(items)
-        # (slot, prompt tokens, model, passages, results)
-        running: list[tuple[int, int, str, list[Hit] | None, AsyncResults]] = []
-        rid = request.state.request_id
-        try:
-            for i, item in enumerate(items):
-                try:
-                    running.append((i, *await self._simple_item(item, request, f"{rid}-{i}")))
-                except APIError as exc:
-                    slots[i] = error_body(exc.status, exc.message, exc.param, exc.code)
-            done = await self.gather_all(request, [r for *_, r in running])
-        finally:
-            for *_, r in running:
-                r.cancel()
-        if done is None:
-            return None
-        latency = round(1e3 * (time.perf_counter() - start), 2)
-        for (i, prompt_tokens, name, hits, _), (c,) in zip(running, done):
-            if c.finish_reason in FAILED:
-                err = self.failure(c)
-                slots[i] = error_body(err.status, err.message, err.param, err.code)
-            else:
-                slots[i] = s.ChatResponse(response=c.text, model=name, finish_reason=c.finish_reason or "stop",
-                                          usage=_usage(prompt_tokens, [c]), latency_ms=latency, sources=_refs(hits))
-        return slots
-
-    async def _simple_item(self, item: Any, request: Request,
-                           rid: str) -> tuple[int, str, list[Hit] | None, AsyncResults]:
-        try:
-            body = s.ChatRequest.model_validate(item)
-        except ValidationError as exc:
-            message, param = validation_message(exc.errors())
-            raise APIError(400, message, param=param, code="invalid_request") from exc
-        model = self.model(body.model or self.settings.default_model, request)
-        hits = await self._retrieve([{"role": "user", "content": body.message}])
-        try:
-            prompt = message_ids(model.backend.tokenizer, body.message, model.name,  # type: ignore[union-attr]
-                                 _context(hits))
-        except PromptError as exc:
-            raise APIError(400, str(exc), param="message") from exc
-        params = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature, top_p=body.top_p)
-        results = self.submit(model, [self.request(prompt, params, rid)], "message", request)
-        return len(prompt), model.name, hits, results
-
 
 def _max_calls(body: s.ChatCompletionRequest) -> int | None:
     return None if body.parallel_tool_calls else 1
 
 
-def _context(hits: list[Hit] | None) -> str | None:
+def passages_text(hits: list[Hit] | None) -> str | None:
     """The passages as the system text `with_passages` writes (None: no --rag, or nothing retrieved)."""
     return context_block(hits) if hits else None
 
 
-def _refs(hits: list[Hit] | None) -> list[dict[str, Any]] | None:
+def source_refs(hits: list[Hit] | None) -> list[dict[str, Any]] | None:
     return None if hits is None else [h.ref() for h in hits]
 
 
@@ -502,7 +428,7 @@ def _params(body: s.SamplingFields, max_tokens: int, logprobs: int | None, choic
     )
 
 
-def _usage(prompt_tokens: int, done: Sequence[Completion]) -> s.Usage:
+def usage(prompt_tokens: int, done: Sequence[Completion]) -> s.Usage:
     generated = sum(c.completion_tokens for c in done)
     return s.Usage(prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated)
 
@@ -535,14 +461,6 @@ def _streamed(model: type) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model, "content": {"text/event-stream": {"schema": event}}}}
 
 
-def _batch_chat_body(max_items: int) -> dict[str, Any]:
-    """/batch_chat's body as OpenAPI: the simple bare list of /chat requests, or an object with `messages`."""
-    listed = {"type": "array", "minItems": 1, "maxItems": max_items, "items": s.ChatRequest.model_json_schema()}
-    obj = s.BatchChatRequest.model_json_schema()
-    obj["properties"]["messages"]["maxItems"] = max_items
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [listed, obj]}}}}}
-
-
 def _tokenize_request(raw: Any) -> s.TokenizeCompletionRequest | s.TokenizeChatRequest:
     """vLLM's two /tokenize bodies, told apart by their input field so that an error names the right one."""
     if not isinstance(raw, dict) or ("prompt" in raw) == ("messages" in raw):
@@ -564,8 +482,9 @@ def _tokenize_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}}}}}
 
 
-def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None, rag: Any = None) -> APIRouter:
-    gen = Generation(pool, shadow, rag)
+def build_router(gen: Generation) -> APIRouter:
+    """The OpenAI routes and /tokenize, /detokenize over `gen` (serve/simple.py adds /chat and /batch_chat)."""
+    pool = gen.pool
     router = APIRouter()
 
     @router.get("/v1/models", response_model=s.ModelList)
@@ -591,38 +510,5 @@ def build_router(pool: ModelPool, settings: ServeSettings, shadow: Any = None, r
     @router.post("/detokenize", response_model=s.DetokenizeResponse)
     async def detokenize(body: s.DetokenizeRequest, request: Request) -> s.DetokenizeResponse:
         return gen.detokenize(body, request)
-
-    @router.post("/chat", response_model=s.ChatResponse)
-    async def chat(body: s.ChatRequest, request: Request) -> Any:
-        answers = await gen.simple_chat([body.message], body, request)
-        return answers[0] if answers else Response(status_code=CLIENT_CLOSED)
-
-    @router.post("/batch_chat", response_model=s.BatchChatResponse | list[s.ChatResponse | s.ErrorBody],
-                 openapi_extra=_batch_chat_body(settings.max_batch_chat))
-    async def batch_chat(request: Request, raw: Any = Body(None, include_in_schema=False)) -> Any:
-        if isinstance(raw, list):  # the simple shape: a bare list of /chat requests, each with its own settings
-            if not 1 <= len(raw) <= settings.max_batch_chat:
-                raise APIError(400, f"a batch holds 1 to {settings.max_batch_chat} requests; got {len(raw)}",
-                               param=None)
-            slots = await gen.simple_batch(raw, request)
-            return slots if slots is not None else Response(status_code=CLIENT_CLOSED)
-        if not isinstance(raw, dict):
-            raise APIError(400, "the body must be a JSON object with 'messages', or a JSON list of /chat requests")
-        try:
-            body = s.BatchChatRequest.model_validate(raw)
-        except ValidationError as exc:
-            message, param = validation_message(exc.errors())
-            raise APIError(400, message, param=param, code="invalid_request") from exc
-        if len(body.messages) > settings.max_batch_chat:
-            raise APIError(400, f"at most {settings.max_batch_chat} messages per batch; got {len(body.messages)}",
-                           param="messages")
-        start = time.perf_counter()
-        answers = await gen.simple_chat(body.messages, body, request)
-        if not answers:
-            return Response(status_code=CLIENT_CLOSED)
-        usage = s.Usage(**{k: sum(getattr(a.usage, k) for a in answers)
-                           for k in ("prompt_tokens", "completion_tokens", "total_tokens")})
-        return s.BatchChatResponse(responses=answers, model=answers[0].model, usage=usage,
-                                   latency_ms=round(1e3 * (time.perf_counter() - start), 2))
 
     return router

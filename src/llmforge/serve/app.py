@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from llmforge import __version__
 from llmforge.serve.ab import SHADOW
-from llmforge.serve.api import SOURCES_HEADER, build_router
+from llmforge.serve.api import SOURCES_HEADER, Generation, build_router
 from llmforge.serve.events import EventLog
 from llmforge.serve.http_errors import APIError, error_response, unavailable, validation_message
 from llmforge.serve.metrics import ServeMetrics
@@ -34,6 +34,7 @@ from llmforge.serve.pool import Loader, ModelPool
 from llmforge.serve.rollout import Reloader, build_rollout_router
 from llmforge.serve.settings import ServeSettings
 from llmforge.serve.shadow import Shadow
+from llmforge.serve.simple import build_simple_router
 
 __all__ = ["ServeSettings", "create_app"]
 
@@ -148,7 +149,9 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None,
     app.state.events, app.state.shadow, app.state.reloader = events, shadow, reloader
     _install_errors(app)
     _install_ops(app, pool, metrics)
-    app.include_router(build_router(pool, settings, shadow, _retriever(settings)))
+    gen = Generation(pool, shadow, _retriever(settings))
+    app.include_router(build_router(gen))
+    app.include_router(build_simple_router(gen))
     app.include_router(build_rollout_router(pool, events, metrics, reloader, admin=bool(settings.api_keys)))
     public_paths, public_prefixes = list(settings.public_paths), []
     if settings.ui:
