@@ -120,11 +120,28 @@ def loss_bytes(model: Any, tokens: int, scored: int, chunked: bool) -> int:
     return 4 * tokens * vocab * 4
 
 
+def trl_fused_head_bytes(model: Any, tokens: int) -> int | None:
+    """Peak bytes of TRL's fused LM head (`add_fused_lm_head`, which its DPO and KTO losses call) over `tokens`
+    positions, or None where this TRL has none. It never builds the (tokens, vocabulary) logits: it projects tiles of
+    at most TOKEN_CHUNK_SIZE tokens onto a fixed-width buffer of _CHUNKED_LOGPROB_CHUNK_SIZE vocabulary columns
+    (whatever the vocabulary's size, so 128 MiB for a 512-token vocabulary too), and its backward pass makes that
+    buffer again beside the hidden states' fp32 gradient. Off CUDA it scores every position, prompt and padding
+    included. Measured against a DPO run's live tensors in tests/unit/train/test_preference.py."""
+    try:
+        from trl.kernels.chunked_logprob import TOKEN_CHUNK_SIZE
+        from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+    except ImportError:
+        return None
+    hidden = model.get_output_embeddings().weight.shape[1]
+    per_token = 8  # running max, sums, target logit, log-probability...: fp32 vectors over the tokens
+    return 4 * (min(tokens, TOKEN_CHUNK_SIZE) * _CHUNKED_LOGPROB_CHUNK_SIZE + tokens * (hidden + per_token))
+
+
 def memory_estimate(model: Any, opts: TrainOptions, longest: int, scored: int, padded: bool, checkpointing: bool,
-                    runtime: int) -> dict[str, int]:
+                    runtime: int, loss: int | None = None) -> dict[str, int]:
     """Bytes by part (weights, gradients, optimizer, activations, loss, runtime) and their total, for `model`
     as loaded for training (method applied) and the run's largest batch: `longest` tokens per sample, `scored`
-    labelled tokens in all (`scored_tokens`)."""
+    labelled tokens in all (`scored_tokens`). `loss`: the loss's own peak when it is not llmforge's (TRL's)."""
     params = list(model.parameters())  # tied weights are one Parameter: counted once
     trainable = [p for p in params if p.requires_grad]
     chunked = chunked_loss_applies(model, opts)
@@ -133,6 +150,6 @@ def memory_estimate(model: Any, opts: TrainOptions, longest: int, scored: int, p
         trainable=sum(p.numel() for p in trainable),
         trainable_bytes=sum(p.numel() * p.element_size() for p in trainable),
         activations=_activations(model, opts, longest, padded, checkpointing),
-        loss=loss_bytes(model, opts.batch_size * longest, scored, chunked),
+        loss=loss if loss is not None else loss_bytes(model, opts.batch_size * longest, scored, chunked),
         runtime=runtime,
     )

@@ -212,7 +212,8 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume: bool = False, la
 
             callbacks = [EarlyStoppingCallback(cfg.train.early_stopping_patience), *(callbacks or [])]
         if pref:
-            trainer = _preference_trainer(cfg, model, tokenizer, train_set, val_set, run, [guard, *(callbacks or [])])
+            trainer = preference_trainer(cfg, model, tokenizer, train_set, val_set, run.file("checkpoints"),
+                                         [guard, *(callbacks or [])])
             trainer_cls, checkpointing = type(trainer), trainer.args.activation_checkpointing
         else:
             trainer_cls, extra = _trainer_class(model, teacher, cfg.train)
@@ -290,8 +291,8 @@ def _check_kind(rows: Any, cfg: TrainConfig) -> Any:
     return rows
 
 
-def _preference_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_set: Any, val_set: Any, run: RunDir,
-                        callbacks: list[Any]) -> Any:
+def preference_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_set: Any, val_set: Any,
+                       checkpoints: Path, callbacks: list[Any]) -> Any:
     """TRL's DPO/ORPO/KTO trainer on the run's arguments (`llmforge.train.preference`); with adapters the model is
     handed over plain with a `peft_config`, so that the reference is the model with the adapter disabled."""
     parts = preference_parts(cfg.train)
@@ -301,7 +302,7 @@ def _preference_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_set:
     # A step scores chosen and rejected: twice the batch's sequences.
     doubled = cfg.train.model_copy(update={"batch_size": 2 * cfg.train.batch_size})
     checkpointing = gradient_checkpointing(doubled, model, longest, True)
-    args = training_arguments(cfg.train, run.file("checkpoints"), len(val_set) > 0, "padded", checkpointing,
+    args = training_arguments(cfg.train, checkpoints, len(val_set) > 0, "padded", checkpointing,
                               parts.args_cls, **parts.args)
     trainer = parts.trainer_cls(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set if len(val_set) else None,

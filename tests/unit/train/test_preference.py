@@ -87,8 +87,8 @@ def test_reference_model_with_lora_is_the_adapter_disabled(weights: str, tiny_mo
     create = dpo.create_model_from_path
     monkeypatch.setattr(dpo, "create_model_from_path", lambda path, **kw: made.append(path) or create(path, **kw))
     trainers = []
-    build = runner._preference_trainer
-    monkeypatch.setattr(runner, "_preference_trainer", lambda *a, **kw: trainers.append(build(*a, **kw)) or trainers[-1])
+    build = runner.preference_trainer
+    monkeypatch.setattr(runner, "preference_trainer", lambda *a, **kw: trainers.append(build(*a, **kw)) or trainers[-1])
     options = {"preference": {"weights": weights}, "max_steps": 3, "learning_rate": 1e-2}
     train(_cfg(tiny_model_dir, pairs, tmp_path / "run", **options))
     trainer = trainers[0]
@@ -190,3 +190,23 @@ def test_prompt_keeps_one_bos(tiny_model_dir: Path, pairs: Path) -> None:
     assert raw[0]["prompt"].startswith(tokenizer.bos_token)  # the template wrote it
     ids = tokenizer(preference_rows(raw, tokenizer)[0]["prompt"])["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("weights", ["lora", "full"])
+def test_dry_run_memory_is_within_25_percent_of_a_measured_dpo_run(weights: str, tiny_model_dir: Path, pairs: Path,
+                                                                    tmp_path: Path) -> None:
+    """The preference dry run against the live tensor bytes of the run it estimates (tests/unit/train/test_memory.py's
+    tracker): chosen and rejected rows at the longest pair, TRL's full-logit loss; `full` adds the reference copy,
+    which exists before training starts and so is not among the tracked bytes."""
+    from llmforge.train.estimate import estimate
+    from tests.unit.train.test_memory import Measure
+
+    cfg = _cfg(tiny_model_dir, pairs, tmp_path / "run", max_steps=3, batch_size=16, preference={"weights": weights})
+    predicted = estimate(cfg, measured_steps=1)
+    memory = predicted["memory_bytes"]
+    assert ("reference" in memory) == (weights == "full") and predicted["steps_per_epoch"] == 4  # 64 pairs / 16
+    assert predicted["measured_steps"] == 1 and predicted["seconds_per_step"] > 0
+    measure = Measure()
+    train(cfg, Hooks(train_callbacks=lambda: [measure]))
+    tensors = memory["total"] - memory["runtime"] - memory.get("reference", 0)
+    assert tensors == pytest.approx(measure.mode.peak, rel=0.25), (memory, measure.mode.peak)
