@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmforge.errors import LlmforgeError
-from llmforge.models.chat import ensure_chat_template
+from llmforge.models.chat import ensure_chat_template, template_ids
 
 IGNORE = -100
 TOOL_TEMPLATES = ("a template that renders OpenAI tools and tool_calls: Qwen2.5's, Llama 3.1's, Hermes', or "
@@ -130,6 +130,7 @@ def render_chat(
     if not getattr(tokenizer, "chat_template", None):
         ensure_chat_template(tokenizer)  # raises, naming data.chat_template
     _render = render or ChatRenderer(tokenizer)
+    messages = template_ids(list(messages), tokenizer.chat_template)  # as serve renders them
     full = _render(messages, tools=tools)
     if tools and full == _render(messages):
         raise RecordError("tools", "the chat template does not render tools (the text is the same without them), so "

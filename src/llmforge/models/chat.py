@@ -12,6 +12,7 @@ a name (`data.chat_template: path/to/template.jinja`, `--chat-template FILE` in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -133,6 +134,36 @@ def template_turn(role: str, content: str, tool_calls: Sequence[Mapping[str, Any
     if tool_call_id is not None:
         turn["tool_call_id"] = tool_call_id
     return turn
+
+
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ID_LENGTH_CHECK = "length != 9"  # Mistral's templates raise unless a call id is 9 characters (v0.3, Nemo)
+
+
+def template_id(call_id: str) -> str:
+    """A 9-character alphanumeric id for `call_id`: itself when it is one, else derived from it (a hash), so that
+    a call and the result answering it map alike, and every rendering of a conversation is the same text."""
+    if len(call_id) == 9 and call_id.isascii() and call_id.isalnum():
+        return call_id
+    n = int.from_bytes(hashlib.sha256(call_id.encode("utf-8")).digest()[:8], "big")
+    return "".join(_ID_ALPHABET[(n // 62**i) % 62] for i in range(9))
+
+
+def template_ids(messages: list[dict[str, Any]], template: str | None) -> list[dict[str, Any]]:
+    """`messages` (as `template_turn` gives them) with their call ids as `template` accepts them: for a template
+    that requires 9-character ids (Mistral's), each call's `id` and each result's `tool_call_id` through
+    `template_id`; any other template gets them unchanged. OpenAI's ids (`call_` + 24 hex) would make Mistral's
+    template raise on every tool round trip; the stored data and the client keep their own ids."""
+    if not template or ID_LENGTH_CHECK not in template:
+        return messages
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "id": template_id(c["id"])} if c.get("id") else c for c in m["tool_calls"]]}
+        if m.get("tool_call_id"):
+            m = {**m, "tool_call_id": template_id(m["tool_call_id"])}
+        out.append(m)
+    return out
 
 
 def template_text(name_or_file: str) -> str:

@@ -164,7 +164,10 @@ def tool_call_spec(functions: list[tuple[str, dict[str, Any] | None]], fmt: str)
                for name, params in functions]
     schema = {**(options[0] if len(options) == 1 else {"anyOf": options}), "x-guidance": JSON_DEFAULTS}
     body = f"%json{json.dumps(schema)}"
-    lark = f'start: "<tool_call>\\n" {body} "\\n</tool_call>"' if fmt == "hermes" else f"start: {body}"
+    # Llama 3's `<|python_tag|>` and Mistral's `[TOOL_CALLS]` are special tokens the parser takes as optional:
+    # the grammar writes the JSON alone (a one-call list for Mistral, whose template writes its calls as a list).
+    lark = {"hermes": f'start: "<tool_call>\\n" {body} "\\n</tool_call>"',
+            "mistral": f'start: "[" {body} "]"'}.get(fmt, f"start: {body}")
     try:
         return _llguidance().LLMatcher.grammar_from_lark(lark), "tool_call"
     except Exception as exc:

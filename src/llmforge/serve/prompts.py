@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmforge.errors import LlmforgeError
-from llmforge.models.chat import with_system_folded
+from llmforge.models.chat import template_ids, with_system_folded
 
 
 class PromptError(LlmforgeError):
@@ -31,6 +31,7 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, Any]], model_name: str,
         )
     # 'developer' is OpenAI's newer name for 'system'; templates written before it know only 'system'.
     turns = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in messages]
+    turns = template_ids(turns, tokenizer.chat_template)  # as prepare renders them
     try:  # folded as prepare folds it, so the model sees the prompt it was trained on
         text, _ = with_system_folded(
             lambda m: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt,

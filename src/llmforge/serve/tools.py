@@ -1,14 +1,19 @@
 """Tool calls in a model's output: the formats models are trained to write, parsed into OpenAI `tool_calls`.
 
-Two formats, as vLLM's `hermes` and `llama3_json` parsers read them:
+Three formats, as vLLM's `hermes`, `llama3_json` and `mistral` parsers read them:
 
 - **hermes** (Hermes 2 Pro, Qwen2/2.5, most ChatML tool models): `<tool_call>{"name": ..., "arguments": {...}}
   </tool_call>` blocks, any number of them, anywhere in the reply; the text outside the blocks is the content.
 - **llama3_json** (Llama 3.1+): the whole reply is `{"name": ..., "parameters": {...}}` (or `arguments`),
   optionally after `<|python_tag|>`; several calls separated by `;` or given as a JSON list.
+- **mistral** (Mistral 7B Instruct v0.3 and its template's descendants): the whole reply is `[TOOL_CALLS]` (a
+  special token, so often decoded away) and a JSON list of `{"name": ..., "arguments": {...}}`. Mistral's
+  templates accept only 9-character alphanumeric call ids, so its calls get such ids (as vLLM gives them), and
+  ids a client sends back in another shape are mapped for the template (`llmforge.models.chat.template_ids`).
 
-The format is the model's: its family where that settles it (Qwen2 -> hermes), else its chat template's text
-(`<tool_call>` -> hermes, Llama 3's header tokens or `<|python_tag|>` -> llama3_json), else hermes.
+The format is the model's: its family where that settles it (Qwen2 -> hermes, Mistral -> mistral), else its chat
+template's text (`<tool_call>` -> hermes, `[TOOL_CALLS]` -> mistral, Llama 3's header tokens or `<|python_tag|>` ->
+llama3_json), else hermes.
 
 Parsing is incremental and the non-streamed answer is the streamed one fed at once, so both give the same
 calls and content. A call is released once it is complete (its `</tool_call>`, or the end of a Llama 3 reply),
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,13 +35,24 @@ from llmforge.serve import schemas as s
 
 HERMES_START, HERMES_END = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
+MISTRAL_TAG = "[TOOL_CALLS]"
+_ALNUM = string.ascii_letters + string.digits
+
+
+def openai_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+def mistral_id() -> str:
+    """9 alphanumeric characters: the only call id Mistral's chat templates accept."""
+    return "".join(secrets.choice(_ALNUM) for _ in range(9))
 
 
 @dataclass(frozen=True)
 class ToolCall:
     name: str
     arguments: str  # a JSON object, as text (what OpenAI sends)
-    id: str = field(default_factory=lambda: f"call_{secrets.token_hex(12)}")
+    id: str = field(default_factory=openai_id)
 
 
 @dataclass
@@ -58,7 +76,7 @@ def parse_all(parser: ToolParser, text: str) -> tuple[str | None, list[ToolCall]
     return (content or None) if calls else content, calls
 
 
-def _call(obj: Any) -> ToolCall | None:
+def _call(obj: Any, new_id: Callable[[], str] = openai_id) -> ToolCall | None:
     """One decoded call object, or None when it is not one: a string `name` and object arguments."""
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
         return None
@@ -70,7 +88,7 @@ def _call(obj: Any) -> ToolCall | None:
             return None
     if not isinstance(args, dict):
         return None
-    return ToolCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False))
+    return ToolCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False), id=new_id())
 
 
 def _json_call(text: str) -> ToolCall | None:
@@ -145,19 +163,21 @@ class HermesParser:
 
 
 class Llama3JsonParser:
-    """A reply that is entirely JSON call(s) is calls; any other reply is content, released as it comes."""
+    """A reply that is entirely JSON call(s), after an optional `tag`, is calls; any other reply is content,
+    released as it comes. Llama 3's tag is `<|python_tag|>`; Mistral's is `[TOOL_CALLS]`, with its own ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = PYTHON_TAG, new_id: Callable[[], str] = openai_id) -> None:
         self.buf = ""
         self.mode: str | None = None  # None: undecided, "content" or "json"
+        self.tag, self.new_id = tag, new_id
 
     def feed(self, text: str) -> Parsed:
         self.buf += text
         if self.mode is None:
             head = self.buf.lstrip()
-            if not head or (len(head) < len(PYTHON_TAG) and PYTHON_TAG.startswith(head)):  # may become the tag
+            if not head or (len(head) < len(self.tag) and self.tag.startswith(head)):  # may become the tag
                 return Parsed()
-            self.mode = "json" if head.startswith((PYTHON_TAG, "{", "[")) else "content"
+            self.mode = "json" if head.startswith((self.tag, "{", "[")) else "content"
         if self.mode == "json":
             return Parsed()  # decided at the end: all calls, or all content
         text, self.buf = self.buf, ""
@@ -167,11 +187,11 @@ class Llama3JsonParser:
         text, self.buf = self.buf, ""
         if self.mode == "content" or not text.strip():
             return Parsed(content=text)
-        calls = _json_calls(text.strip().removeprefix(PYTHON_TAG).strip())
+        calls = _json_calls(text.strip().removeprefix(self.tag).strip(), self.new_id)
         return Parsed(calls=calls) if calls else Parsed(content=text)
 
 
-def _json_calls(text: str) -> list[ToolCall]:
+def _json_calls(text: str, new_id: Callable[[], str] = openai_id) -> list[ToolCall]:
     """`{...}`, `{...}; {...}` or `[{...}, ...]`, every item a call; [] when any part is not."""
     decoder, objects, at = json.JSONDecoder(), [], 0
     try:
@@ -182,12 +202,13 @@ def _json_calls(text: str) -> list[ToolCall]:
                 at += 1
     except ValueError:
         return []
-    calls = [_call(o) for o in objects]
+    calls = [_call(o, new_id) for o in objects]
     return [c for c in calls if c is not None] if calls and all(calls) else []
 
 
-PARSERS: dict[str, type[HermesParser] | type[Llama3JsonParser]] = {
-    "hermes": HermesParser, "llama3_json": Llama3JsonParser}
+PARSERS: dict[str, Callable[[], ToolParser]] = {
+    "hermes": HermesParser, "llama3_json": Llama3JsonParser,
+    "mistral": lambda: Llama3JsonParser(MISTRAL_TAG, mistral_id)}
 
 
 def tool_format(chat_template: str | None, family: str | None = None) -> str:
@@ -195,6 +216,8 @@ def tool_format(chat_template: str | None, family: str | None = None) -> str:
     template = chat_template or ""
     if family == "qwen2" or HERMES_START in template:
         return "hermes"
+    if family == "mistral" or MISTRAL_TAG in template:
+        return "mistral"
     if PYTHON_TAG in template or "<|start_header_id|>" in template:  # Llama 3.x (family "llama" holds SmolLM2 too)
         return "llama3_json"
     return "hermes"  # ChatML and unknown templates: the most widely trained format

@@ -240,3 +240,29 @@ def test_prepare_trains_tool_chats_and_reports_bad_ones(tiny_model_dir: Path, tm
         prepare(_cfg(tiny_model_dir, write_jsonl(tmp_path / "ok.jsonl", good), tmp_path / "chatml",
                      chat_template="chatml"))
     assert f"{tmp_path / 'ok.jsonl'}:1: field 'tools': the chat template does not render tools" in str(err.value)
+
+
+def test_mistral_template_gets_nine_character_ids_in_prepare_and_serve(tmp_path: Path) -> None:
+    """A template that refuses call ids other than 9 characters (Mistral's): a record's own ids ("c1") are mapped
+    for it, alike in the call and its result, and alike in prepare and serve, so the record trains instead of
+    failing in the template's raise_exception."""
+    from llmforge.models.chat import template_id
+    from llmforge.serve import schemas as s
+    from llmforge.serve.prompts import chat_ids
+    from llmforge.serve.tools import chat_turns, template_tools
+    from tests.families import BUILDERS
+    from tests.unit.serve.test_serve_tools import MISTRAL_TEMPLATE
+
+    tok = BUILDERS["mistral"](tmp_path)[0]
+    tok.chat_template = MISTRAL_TEMPLATE
+    record = weather_record()
+    record["messages"] = record["messages"][1:]  # this template has no system role
+    text, sample = trained_text(tok, example(record))
+    mapped = template_id("c1")
+    assert len(mapped) == 9 and mapped.isalnum()
+    call_text = f'[TOOL_CALLS] [{{"name": "get_weather", "arguments": {{"city": "Paris"}}, "id": "{mapped}"}}]'
+    assert text.replace(" ", "") == f"{call_text}</s>It is 21 C and sunny.</s>".replace(" ", "")
+    assert "RESULT" not in text  # the tool's result is never trained
+    msgs = [s.ChatMessage(**m) for m in record["messages"]]
+    assert chat_ids(tok, chat_turns(msgs), "tiny", add_generation_prompt=False,
+                    tools=template_tools([s.Tool(**WEATHER)])) == sample.input_ids

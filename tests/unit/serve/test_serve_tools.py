@@ -42,6 +42,22 @@ LLAMA3_TEMPLATE = (
     "<|end_header_id|>\n\n{% if m.tool_calls %}{{ m.tool_calls[0].function | tojson }}{% else %}{{ m.content }}"
     "{% endif %}<|eot_id|>{% endfor %}<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
+# Written for these tests in the shape of Mistral 7B Instruct v0.3's template: tools before the instruction, calls
+# as a `[TOOL_CALLS]` JSON list carrying their ids, results with `call_id`, and its refusal of any id that is not
+# 9 characters long.
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m.role == 'user' %}{% if tools and loop.first %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]"
+    "{% endif %}[INST] {{ m.content }}[/INST]"
+    "{% elif m.tool_calls %}[TOOL_CALLS] [{% for c in m.tool_calls %}"
+    "{% if c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}"
+    "{% endif %}{{ {'name': c.function.name, 'arguments': c.function.arguments, 'id': c.id} | tojson }}"
+    "{% if not loop.last %}, {% endif %}{% endfor %}]{{ eos_token }}"
+    "{% elif m.role == 'tool' %}{% if m.tool_call_id | length != 9 %}"
+    "{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}"
+    "[TOOL_RESULTS] {\"content\": {{ m.content }}, \"call_id\": \"{{ m.tool_call_id }}\"}[/TOOL_RESULTS]"
+    "{% else %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+)
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -308,3 +324,36 @@ def test_parallel_tool_calls_false_keeps_the_first_call(scripted: Any) -> None:
         assert sorted({d.index for d in calls}) == list(range(len(cities)))
         assert [json.loads(d.function.arguments)["city"] for d in calls if d.function.arguments] == cities
         assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_mistral_format_ids_and_round_trip(scripted: Any) -> None:
+    """Mistral's format: a `[TOOL_CALLS]` JSON list (the tag often decoded away), 9-character ids, and ids of any
+    other shape sent back by a client mapped for the template instead of a 400 from its raise_exception."""
+    from llmforge.models.chat import template_id
+    from llmforge.serve.tools import mistral_id, new_parser, parse_all, tool_format
+
+    assert tool_format(MISTRAL_TEMPLATE) == tool_format(None, "mistral") == "mistral"
+    listed = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+    for reply in (f"[TOOL_CALLS] {listed}", f" {listed}"):
+        content, (call,) = parse_all(new_parser("mistral"), reply)
+        assert content is None and call.name == "get_weather" and len(call.id) == 9 and call.id.isalnum()
+    assert parse_all(new_parser("mistral"), "It is sunny.") == ("It is sunny.", [])
+    assert len({mistral_id() for _ in range(50)}) == 50
+
+    client, backend = scripted(lambda prompt: ANSWER if "[TOOL_RESULTS]" in prompt else listed, MISTRAL_TEMPLATE)
+    user = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(model="fake", messages=user, tools=[WEATHER]).choices[0]
+    (call,) = first.message.tool_calls
+    assert first.finish_reason == "tool_calls" and len(call.id) == 9 and call.id.isalnum()
+    assert "[AVAILABLE_TOOLS]" in backend.prompts[-1]
+    for sent_id in (call.id, "call_0123456789abcdef01234567"):  # ours back, and an OpenAI-shaped one
+        history = [*user, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": sent_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": sent_id, "content": '{"temp_c": 21}'}]
+        final = client.chat.completions.create(model="fake", messages=history, tools=[WEATHER]).choices[0]
+        assert final.message.content == ANSWER and final.finish_reason == "stop"
+        mapped = template_id(sent_id)
+        assert f'"id": "{mapped}"' in backend.prompts[-1] and f'"call_id": "{mapped}"' in backend.prompts[-1]
+    assert template_id(call.id) == call.id  # a 9-character id is kept as it is
+    required = client.chat.completions.create(model="fake", messages=user, tools=[WEATHER], tool_choice="required")
+    assert json.loads(required.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
