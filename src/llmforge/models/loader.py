@@ -49,6 +49,32 @@ def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
 
 
+def context_length(config: Any) -> int | None:
+    """The most positions a model config says it takes (None when it does not say)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_context(cfg: ModelConfig, ref: ModelRef | None = None) -> int | None:
+    """`cfg`'s model's context length from its config (a local config.json, else transformers' AutoConfig, which
+    may reach the hub); None when it cannot be read or does not say."""
+    import json
+
+    ref = ref or resolve_model(cfg.name_or_path)
+    local = Path(ref.path) / "config.json"
+    try:
+        if local.is_file():
+            return context_length(json.loads(local.read_text(encoding="utf-8")))
+        from transformers import AutoConfig
+
+        return context_length(AutoConfig.from_pretrained(ref.path, **_hub_kwargs(cfg)))
+    except (OSError, ValueError):
+        return None
+
+
 def _check_config_json(model_dir: str | Path) -> None:
     """A local model's config.json must parse: name the file and the spot, before any loader trips on it."""
     import json

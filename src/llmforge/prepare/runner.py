@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import sys
 from array import array
 from collections import Counter
@@ -42,7 +43,7 @@ from llmforge.data.tokenize import (
 )
 from llmforge.errors import DataError, LlmforgeError, Problem
 from llmforge.models.chat import ensure_chat_template, with_system_folded
-from llmforge.models.loader import load_tokenizer
+from llmforge.models.loader import load_tokenizer, model_context
 from llmforge.prepare.config import PrepareConfig
 from llmforge.progress import Hooks, begin
 
@@ -53,6 +54,8 @@ BATCH = 512
 Progress = Callable[[int], None]
 
 CHAT_TEMPLATE = "chat_template.jinja"  # in a prepared run: the template its chats were rendered with
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -375,6 +378,7 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
     files, split_files = _inputs(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
     tokenizer.model_max_length = sys.maxsize  # lengths are this module's job (data.overlong), not a warning's
+    asked, cfg = cfg.data.max_length, _within_context(cfg)
     if cfg.data.chat_template or cfg.data.format not in ("text", "auto"):
         ensure_chat_template(tokenizer, cfg.data.chat_template)  # fail before reading any data
     fp = fingerprint(cfg, tokenizer, files, split_files)
@@ -398,9 +402,14 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
                              truncated=writer.truncated, chunked=writer.chunked, max_length=cfg.data.max_length,
                              overlong=cfg.data.overlong, split_sources=split_sources(cfg.data, split_files))
         report["system_folded"] = state.system_folded  # the template has no system role (Gemma 2, Mistral v0.1)
+        if cfg.data.max_length < asked:
+            report["max_length_note"] = (f"data.max_length {asked} is beyond the model's context: samples were held "
+                                         f"to its {cfg.data.max_length} positions (data.overlong={cfg.data.overlong})")
         if report["records_kept"] == 0:
             named = files + [f for group in split_files.values() for f in group]
-            raise LlmforgeError(f"no usable records in {', '.join(named)}: dropped {dict(state.dropped)}")
+            held = (f" (data.max_length {asked} was held to the model's context, {cfg.data.max_length} tokens)"
+                    if cfg.data.max_length < asked else "")
+            raise LlmforgeError(f"no usable records in {', '.join(named)}: dropped {dict(state.dropped)}{held}")
         writer.close()
         (run.file("lint.json")).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         save_length_histogram(writer.lengths, run.file("lengths.png"))
@@ -413,6 +422,18 @@ def _prepare(cfg: PrepareConfig, progress: Progress | None) -> StageResult:
                                          for split, group in split_files.items()}
         run.finish(report)
     return StageResult(cfg.output_dir, report)
+
+
+def _within_context(cfg: PrepareConfig) -> PrepareConfig:
+    """`cfg` with data.max_length held to the model's context length (its config's max_position_embeddings or
+    n_positions), so that no sample is longer than the model takes: past it, learned positions (GPT-2) fail at
+    training time and rotary ones were never trained there, and serving refuses such prompts."""
+    context = model_context(cfg.model)
+    if context is None or cfg.data.max_length <= context:
+        return cfg
+    log.warning("data.max_length %d is beyond %s's context length %d: samples are held to %d tokens",
+                cfg.data.max_length, cfg.model.name_or_path, context, context)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": context})})
 
 
 def _stream(cfg: DataConfig, tokenizer: Any, examples: Iterator[tuple[str | None, Example, str]],

@@ -111,6 +111,23 @@ def test_overlong_policies_are_counted_never_silent(tiny_model_dir: Path, qa_fil
         prepare(cfg(tiny_model_dir, [qa_file], tmp_path / "e", max_length=limit, overlong="error"))
 
 
+def test_max_length_is_held_to_the_models_context(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The tiny model takes 256 positions: data.max_length 1024 (the default) cannot give it longer samples, which a
+    learned-position model could not train on and the server would refuse; the report says so."""
+    text = " ".join(["alpha beta gamma"] * 200)  # ~600 tokens
+    data = write_jsonl(tmp_path / "t.jsonl", [{"text": text}])
+    report = prepare(cfg(tiny_model_dir, [data], tmp_path / "o", format="text", overlong="chunk",
+                         split=SplitConfig(validation=0, test=0))).metrics
+    assert report["max_length"] == 256 and report["tokens"]["max"] <= 256 and report["chunked"] == 1
+    assert "data.max_length 1024 is beyond the model's context" in report["max_length_note"]
+    assert sum(len(x) for x in load(tmp_path / "o", "train")["input_ids"]) == report["tokens"]["total"]
+    with pytest.raises(LlmforgeError, match="data.max_length 1024 was held to the model's context, 256 tokens"):
+        prepare(cfg(tiny_model_dir, [data], tmp_path / "d", format="text", split=SplitConfig(validation=0, test=0)))
+    small = prepare(cfg(tiny_model_dir, [data], tmp_path / "s", format="text", overlong="chunk", max_length=64,
+                        split=SplitConfig(validation=0, test=0))).metrics
+    assert small["max_length"] == 64 and "max_length_note" not in small  # within the context: as asked
+
+
 def test_text_chunking_keeps_every_token(tiny_model_dir: Path, tmp_path: Path) -> None:
     text = " ".join(["alpha beta gamma"] * 60)
     data = write_jsonl(tmp_path / "t.jsonl", [{"text": text}])

@@ -219,7 +219,19 @@ def _cfg(model: Path, data: Path, out: Path, **opts: Any) -> PrepareConfig:
                          data=DataConfig(path=[str(data)], split=SplitConfig(validation=0, test=0), **opts))
 
 
+def long_context(model_dir: Path, root: Path, positions: int = 2048) -> Path:
+    """A copy of `model_dir` whose config takes `positions` tokens (rotary positions: nothing else changes), for
+    records longer than the tiny model's 256: Qwen2.5's template writes a long tool preamble."""
+    import shutil
+
+    copy = shutil.copytree(model_dir, root / "long-context-model")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "max_position_embeddings": positions}))
+    return copy
+
+
 def test_prepare_trains_tool_chats_and_reports_bad_ones(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tiny_model_dir = long_context(tiny_model_dir, tmp_path)
     good = [weather_record(), {**weather_record(), "messages": [*weather_record()["messages"][:4],
                                                                 {"role": "assistant", "content": "Sunny, 21 C."}]}]
     no_id = weather_record()

@@ -51,14 +51,6 @@ class Backend(Protocol):
         ...
 
 
-def context_length(config: Any) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def resolve_max_len(model_limit: int | None, requested: int | None) -> int:
     """The served context: the model's own unless a smaller one is asked for. Never more than the model knows."""
     if requested is not None and model_limit is not None and requested > model_limit:

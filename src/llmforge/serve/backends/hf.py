@@ -14,9 +14,10 @@ import torch
 from llmforge.config import ModelConfig
 from llmforge.errors import LlmforgeError
 from llmforge.models.footprint import stored_weights
+from llmforge.models.loader import context_length
 from llmforge.models.reference import ModelRef
 from llmforge.serve.backends import kv
-from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, eos_ids, resolve_max_len
 
 
 def _forward_params(model: Any) -> set[str]:

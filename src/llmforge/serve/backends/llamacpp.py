@@ -18,8 +18,9 @@ import torch
 
 from llmforge.errors import LlmforgeError, require
 from llmforge.models.cpu import cpu_threads
+from llmforge.models.loader import context_length
 from llmforge.models.reference import ModelRef
-from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, generation_config, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, eos_ids, generation_config, resolve_max_len
 
 
 @dataclass

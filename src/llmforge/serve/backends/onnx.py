@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from llmforge.errors import LlmforgeError
+from llmforge.models.loader import context_length
 from llmforge.models.ort import CONFIG_FILE as ONNX_CONFIG
 from llmforge.serve.backends import kv
-from llmforge.serve.backends.base import LoadOptions, context_length, eos_ids, generation_config, resolve_max_len
+from llmforge.serve.backends.base import LoadOptions, eos_ids, generation_config, resolve_max_len
 
 
 def _layers(present: list[np.ndarray]) -> list[kv.KVLayer]:
