@@ -69,7 +69,7 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
     runtime = resident_bytes()  # before the data and the model: what the run pays for Python and its libraries
     train_set = load_split(cfg.data, "train")
     lengths = sorted(sample_lengths(train_set))
-    longest, p95 = lengths[-1], lengths[int(0.95 * (len(lengths) - 1))]
+    longest = lengths[-1]
     model, tokenizer = load_base(cfg.model, opts)
     model.config.use_cache = False
     model = apply_method(model, opts)
@@ -83,21 +83,7 @@ def estimate(cfg: TrainConfig, measured_steps: int = 3) -> dict[str, Any]:
     memory = memory_estimate(model, opts, longest, scored, padded, checkpointing, runtime)
     rows = train_set.remove_columns(["attention_mask"])
     times = _step_seconds(model, rows, make_collator(tokenizer, mode), opts, measured_steps)
-    steps_per_epoch = math.ceil(len(train_set) / (opts.batch_size * opts.grad_accum))
-    step_seconds = statistics.median(times) * opts.grad_accum
-    return {
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "train_samples": len(train_set),
-        "p95_sample_tokens": p95,
-        "longest_sample_tokens": longest,
-        "gradient_checkpointing": checkpointing,
-        "memory_bytes": memory,
-        "steps_per_epoch": steps_per_epoch,
-        "seconds_per_step": step_seconds,
-        "seconds_per_epoch": step_seconds * steps_per_epoch,
-        "measured_steps": measured_steps,
-    }
+    return _report(model, opts, lengths, checkpointing, memory, times)
 
 
 def _preference_estimate(cfg: TrainConfig, measured_steps: int) -> dict[str, Any]:
@@ -112,7 +98,7 @@ def _preference_estimate(cfg: TrainConfig, measured_steps: int) -> dict[str, Any
     if not len(train_set):
         raise LlmforgeError(f"{cfg.data}: the train split holds no preference pairs")
     lengths = sorted(pair_lengths(train_set, tokenizer))
-    longest, p95 = lengths[-1], lengths[int(0.95 * (len(lengths) - 1))]
+    longest = lengths[-1]
     steps = min(len(train_set), (measured_steps + 1) * opts.batch_size)
     with tempfile.TemporaryDirectory() as scratch:  # the trainer's output dir: nothing is saved to it
         trainer = preference_trainer(cfg, model, tokenizer, train_set.select(range(steps)), train_set.select([]),
@@ -139,14 +125,20 @@ def _preference_estimate(cfg: TrainConfig, measured_steps: int) -> dict[str, Any
             trained.zero_grad(set_to_none=True)
             if len(times) == measured_steps:
                 break
+    return _report(trained, opts, lengths, checkpointing, memory, times)
+
+
+def _report(model: Any, opts: TrainOptions, lengths: list[int], checkpointing: bool, memory: dict[str, int],
+            times: list[float]) -> dict[str, Any]:
+    """What `--dry-run` shows: `lengths` the sorted sample (or pair) lengths, `times` the measured steps' seconds."""
     steps_per_epoch = math.ceil(len(lengths) / (opts.batch_size * opts.grad_accum))
     step_seconds = statistics.median(times) * opts.grad_accum if times else float("nan")
     return {
-        "total_parameters": sum(p.numel() for p in trained.parameters()),
-        "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_samples": len(lengths),
-        "p95_sample_tokens": p95,
-        "longest_sample_tokens": longest,
+        "p95_sample_tokens": lengths[int(0.95 * (len(lengths) - 1))],
+        "longest_sample_tokens": lengths[-1],
         "gradient_checkpointing": checkpointing,
         "memory_bytes": memory,
         "steps_per_epoch": steps_per_epoch,
