@@ -98,10 +98,12 @@ class Stages:
 
     def eval(self, model: str | Path | None = None, data: Path | None = None,
              output: Path | None = None) -> EvalConfig:
-        """A preference method's trained model is scored against the base it was trained from (eval.reference,
-        unless the config names one): its implicit reward is measured against that."""
+        """A preference method's fully trained model is scored against the base it was trained from (eval.reference,
+        unless the config names one); an adapter run already is, with its adapter off, without a second copy."""
         options = self.cfg.eval
-        if model is not None and self.cfg.train.method in PREFERENCE_METHODS and options.reference is None:
+        train = self.cfg.train
+        if model is not None and train.method in PREFERENCE_METHODS and train.weights == "full" \
+                and options.reference is None:
             options = options.model_copy(update={"reference": self.cfg.model.name_or_path})
         return EvalConfig(model=self.model(model), data=data or self.dirs["prepare"], eval=options,
                           output_dir=output or self.cfg.output_dir / "eval")

@@ -48,3 +48,18 @@ def test_pairs_refuse_answer_metrics_and_empty_splits_are_named(tiny_model_dir: 
     cfg = EvalConfig(model=ModelConfig(name_or_path=str(tiny_model_dir)), data=pairs, output_dir=tmp_path / "b")
     with pytest.raises(ConfigError, match="eval.split: split 'test' of .* is empty"):
         evaluate(cfg)
+
+
+def test_the_pipeline_names_a_reference_only_for_full_weights(tmp_path: Path) -> None:
+    """`llmforge run` with a preference method: a fully trained model is scored against its base (eval.reference);
+    an adapter run is scored against its adapter turned off, with no second copy loaded; the base eval needs none."""
+    from llmforge.stages import PipelineConfig, Stages
+
+    for weights, expected in (("full", "base-model"), ("lora", None)):
+        cfg = PipelineConfig(model={"name_or_path": "base-model"}, output_dir=tmp_path,
+                             train={"method": "dpo", "preference": {"weights": weights}})
+        stages = Stages(cfg)
+        assert stages.eval(model=tmp_path / "train").eval.reference == expected
+        assert stages.eval().eval.reference is None
+    sft = Stages(PipelineConfig(model={"name_or_path": "base-model"}, output_dir=tmp_path))
+    assert sft.eval(model=tmp_path / "train").eval.reference is None
